@@ -1,0 +1,227 @@
+"""The data catalog: the only place that knows where each site's data live.
+
+``data_catalog.yaml`` lists the sites of a federation with their backend, location, country,
+CDM version and disclosure policy. :meth:`Catalog.load` reads it;
+``catalog.site("basel").table("person")`` is a lazy ibis table on that site's backend.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import ibis
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from clinnova_explore.backends import connect, resolve_env
+
+__all__ = ["Catalog", "CatalogError", "DisclosurePolicy", "Site", "default_catalog_path"]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class CatalogError(ValueError):
+    """The catalog file is missing or invalid; the message names the file and field."""
+
+
+def default_catalog_path() -> Path:
+    """Where :meth:`Catalog.load` looks when no path is given.
+
+    ``$CLINNOVA_CATALOG`` when set, else the project's ``data_catalog.yaml``.
+    """
+    env = os.environ.get("CLINNOVA_CATALOG")
+    return Path(env) if env else PROJECT_ROOT / "data_catalog.yaml"
+
+
+class DisclosurePolicy(BaseModel):
+    """What a site lets leave it. Enforced at the site before any payload is released."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_cell_count: int = Field(5, ge=1, description="Counts below this are suppressed.")
+    min_cohort_size: int = Field(10, ge=1, description="Smallest cohort a site analyses.")
+    km_time_bin_days: int = Field(
+        1, ge=1, description="Kaplan-Meier event times are binned to this many days."
+    )
+    max_params_per_obs: float = Field(
+        0.1, gt=0, description="Largest ratio of model parameters to persons."
+    )
+    allow_quantiles: bool = Field(True, description="Medians/IQRs may leave the site.")
+    allowed_analyses: tuple[str, ...] = Field(
+        ("characterize", "incidence", "survival", "cox", "logistic", "pathways", "quality"),
+        description="Analyses this site runs.",
+    )
+
+
+class Site(BaseModel):
+    """One hospital's data source in the federation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name: str
+    country: str
+    region: str = ""
+    backend: Literal["duckdb", "postgres"] = "duckdb"
+    location: str | None = Field(
+        None, description="DuckDB path, relative to the catalog file or absolute."
+    )
+    location_env: str | None = Field(
+        None, description="Environment variable holding a PostgreSQL connection URL."
+    )
+    schema_: str | None = Field(None, alias="schema")
+    cdm_version: str = "5.4"
+    policy: DisclosurePolicy = DisclosurePolicy()
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("cdm_version")
+    @classmethod
+    def _known_version(cls, v: str) -> str:
+        if v not in {"5.3", "5.4"}:
+            raise ValueError(f"cdm_version {v!r} is not supported (5.3 or 5.4)")
+        return v
+
+    def resolved_location(self) -> str:
+        """The concrete DuckDB path or PostgreSQL URL of this site."""
+        if self.location_env:
+            return resolve_env(self.location_env, site_id=self.id)
+        if self.location is None:
+            raise CatalogError(f"site {self.id!r}: neither `location` nor `location_env` is set")
+        path = Path(self.location)
+        return str(path if path.is_absolute() else (self.base_dir / path).resolve())
+
+    @cached_property
+    def _con(self) -> ibis.BaseBackend:
+        return connect(
+            self.backend, self.resolved_location(), read_only=self.backend == "duckdb",
+            schema=self.schema_, site_id=self.id,
+        )
+
+    def connect(self) -> ibis.BaseBackend:
+        """The site's ibis backend (opened once, then reused)."""
+        return self._con
+
+    def close(self) -> None:
+        """Close the site's connection if one is open (it reopens on next use)."""
+        con = self.__dict__.pop("_con", None)
+        if con is not None:
+            con.disconnect()
+
+    def table(self, name: str) -> ibis.Table:
+        """A lazy ibis table of this site's CDM, e.g. ``site.table("person")``."""
+        con = self.connect()
+        try:
+            return con.table(name.lower())
+        except Exception as exc:
+            raise CatalogError(
+                f"site {self.id!r}: table {name!r} not found ({type(exc).__name__})"
+            ) from None
+
+
+class Catalog(BaseModel):
+    """A federation: a named, ordered set of sites."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "clinnova"
+    sites: tuple[Site, ...]
+    path: Path | None = Field(default=None, exclude=True)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Catalog:
+        """Read a catalog file.
+
+        Parameters
+        ----------
+        path
+            The YAML file; default :func:`default_catalog_path`.
+
+        Returns
+        -------
+        Catalog
+
+        Raises
+        ------
+        CatalogError
+            If the file is missing or a field is invalid (the message names both).
+
+        Examples
+        --------
+        >>> cat = Catalog.load("demo/data_catalog.yaml")  # doctest: +SKIP
+        >>> cat.site("basel").table("person").count().execute()  # doctest: +SKIP
+        1000
+        """
+        p = Path(path) if path is not None else default_catalog_path()
+        if not p.exists():
+            raise CatalogError(
+                f"catalog file {p} not found; run `make demo` or "
+                "`clinnova-explore build --out DIR` to create one"
+            )
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise CatalogError(f"{p}: not valid YAML: {exc}") from None
+        base = p.resolve().parent
+        sites = raw.get("sites")
+        if not isinstance(sites, list) or not sites:
+            raise CatalogError(f"{p}: `sites` must be a non-empty list")
+        for s in sites:
+            if isinstance(s, dict):
+                s["base_dir"] = base
+        try:
+            cat = cls.model_validate({**raw, "path": p.resolve()})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise CatalogError(f"{p}: field `{where}`: {first['msg']}") from None
+        ids = [s.id for s in cat.sites]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise CatalogError(f"{p}: duplicate site ids {dupes}")
+        return cat
+
+    @property
+    def site_ids(self) -> list[str]:
+        """Site ids in catalog order."""
+        return [s.id for s in self.sites]
+
+    def site(self, site_id: str) -> Site:
+        """Return one site by id.
+
+        Raises
+        ------
+        KeyError
+            With the list of known ids.
+        """
+        for s in self.sites:
+            if s.id == site_id:
+                return s
+        raise KeyError(f"no site {site_id!r} in catalog; known: {', '.join(self.site_ids)}")
+
+    def close(self) -> None:
+        """Close every open site connection."""
+        for s in self.sites:
+            s.close()
+
+    def __iter__(self) -> Iterator[Site]:  # type: ignore[override]
+        return iter(self.sites)
+
+    def __len__(self) -> int:
+        return len(self.sites)
+
+    def to_yaml(self) -> str:
+        """Serialize to catalog YAML (paths as given, secrets never included)."""
+        data = {
+            "name": self.name,
+            "sites": [
+                s.model_dump(mode="json", by_alias=True, exclude_none=True,
+                             exclude={"base_dir"})
+                for s in self.sites
+            ],
+        }
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+

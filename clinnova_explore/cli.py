@@ -1,0 +1,184 @@
+"""``clinnova-explore``: build the demo federation, check quality, serve the dashboards."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from clinnova_explore.catalog import PROJECT_ROOT, Catalog, CatalogError
+
+app = typer.Typer(
+    name="clinnova-explore",
+    help="Explore harmonized OMOP CDM data across hospitals (MS, IBD, RA).",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+)
+console = Console()
+
+CatalogOpt = Annotated[
+    Path | None,
+    typer.Option("--catalog", "-c", help="Catalog YAML (default: $CLINNOVA_CATALOG or the "
+                 "project's data_catalog.yaml)."),
+]
+
+
+@contextmanager
+def _progress() -> Iterator[object]:
+    """Yield a ``(stage, done, total)`` callback drawing one bar per stage."""
+    bars = Progress(
+        TextColumn("[bold]{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console, transient=False,
+    )
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=max(total, 1))
+        bars.update(tasks[stage], completed=done, total=max(total, 1))
+
+    with bars:
+        yield update
+
+
+def _load(catalog: Path | None) -> Catalog:
+    try:
+        return Catalog.load(catalog)
+    except CatalogError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def build(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("demo"),
+    persons: Annotated[int, typer.Option("--persons", "-n", min=50, help="Persons in all.")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 42,
+    quality: Annotated[bool, typer.Option(help="Run data-quality checks after loading.")] = True,
+) -> None:
+    """Generate the five hospitals' native exports, harmonize them into one CDM database per
+    site, and check data quality.
+
+    Writes `OUT/raw/<site>/`, `OUT/cdm/<site>.duckdb`, `OUT/truth.json` and
+    `OUT/data_catalog.yaml`.
+
+    **Examples**
+
+        clinnova-explore build --persons 20000 --seed 42 --out demo
+
+        clinnova-explore build -n 500 -o /tmp/small --no-quality
+    """
+    from clinnova_explore.pipeline import build as run_build
+
+    with _progress() as cb:
+        result = run_build(out, persons=persons, seed=seed, quality=quality, progress=cb)
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
+    console.print(f"[green]built[/green] {persons} persons in {out} ({stages})")
+    console.print(f"catalog: {result.catalog_path}")
+
+
+@app.command()
+def sites(catalog: CatalogOpt = None) -> None:
+    """List the catalog's sites.
+
+    **Example**
+
+        clinnova-explore sites --catalog demo/data_catalog.yaml
+    """
+    cat = _load(catalog)
+    table = Table("id", "name", "country", "region", "backend", "CDM", "min cell")
+    for s in cat.sites:
+        table.add_row(s.id, s.name, s.country, s.region, s.backend, s.cdm_version,
+                      str(s.policy.min_cell_count))
+    console.print(table)
+
+
+@app.command()
+def quality(
+    catalog: CatalogOpt = None,
+    site: Annotated[
+        list[str] | None, typer.Option("--site", "-s", help="Only these sites.")
+    ] = None,
+    failing: Annotated[bool, typer.Option("--failing", help="List failing checks.")] = False,
+) -> None:
+    """Run the data-quality checks on each site and print a per-site summary.
+
+    Checks run inside each site's database; only counts come back.
+
+    **Examples**
+
+        clinnova-explore quality --catalog demo/data_catalog.yaml
+
+        clinnova-explore quality -s basel --failing
+    """
+    from clinnova_explore.quality import run_site
+
+    cat = _load(catalog)
+    chosen = [cat.site(s) for s in site] if site else list(cat.sites)
+    summary = Table("site", "checks", "passed", "failed", "errors", "violating rows")
+    reports = {}
+    with _progress() as cb:
+        for i, s in enumerate(chosen):
+            cb("quality", i, len(chosen))
+            reports[s.id] = run_site(s)
+            cb("quality", i + 1, len(chosen))
+    for sid, rep in reports.items():
+        df = rep.summary
+        summary.add_row(
+            sid, str(len(df)), str(int((df.status == "PASS").sum())),
+            str(int((df.status == "FAIL").sum())), str(int((df.status == "ERROR").sum())),
+            str(int(df.num_violated.fillna(0).sum())),
+        )
+    console.print(summary)
+    if failing:
+        for sid, rep in reports.items():
+            bad = rep.summary[rep.summary.status.isin(["FAIL", "ERROR"])]
+            for r in bad.itertuples():
+                console.print(f"{sid}: [red]{r.status}[/red] {r.check_id} "
+                              f"({r.num_violated}/{r.num_denominator}) {r.description}")
+
+
+@app.command()
+def serve(
+    catalog: CatalogOpt = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5006,
+    show: Annotated[bool, typer.Option(help="Open a browser.")] = False,
+) -> None:
+    """Serve the Panel dashboards on http://127.0.0.1:PORT.
+
+    **Examples**
+
+        clinnova-explore serve --catalog demo/data_catalog.yaml
+
+        clinnova-explore serve --port 5007
+    """
+    cat = _load(catalog)
+    apps = sorted(str(p) for p in (PROJECT_ROOT / "dashboards").glob("*.py")
+                  if not p.name.startswith("_"))
+    env = {**os.environ, "CLINNOVA_CATALOG": str(cat.path)}
+    cmd = [sys.executable, "-m", "panel", "serve", *apps, "--address", "127.0.0.1",
+           "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}",
+           "--allow-websocket-origin", f"localhost:{port}", "--index", "overview"]
+    if show:
+        cmd.append("--show")
+    console.print(f"serving {len(apps)} dashboard(s) on http://127.0.0.1:{port}/overview")
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """Entry point of the ``clinnova-explore`` script."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""HoloViews plot builders and dashboard state shared by notebooks, dashboards and reports."""

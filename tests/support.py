@@ -1,0 +1,105 @@
+"""Test support: real external parts (a throwaway PostgreSQL cluster, headless Chromium).
+
+Under ``CI=true`` a missing PostgreSQL or Chromium is a failure; elsewhere the tests that need
+them are skipped with the reason printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def in_ci() -> bool:
+    """True when running under CI (``CI=true``)."""
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip (locally) or fail (under CI) when an external part is missing."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"CI requires this test to run, but: {reason}")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def postgres_bin() -> Path | None:
+    """The directory of PostgreSQL server binaries (initdb, pg_ctl), if installed."""
+    root = Path("/usr/lib/postgresql")
+    versions = sorted(root.glob("*/bin/initdb"), reverse=True) if root.exists() else []
+    if versions:
+        return versions[0].parent
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+@contextmanager
+def throwaway_postgres() -> Iterator[str]:
+    """Start a private PostgreSQL cluster on a free loopback port; yield its URL.
+
+    As root, the cluster runs as the ``postgres`` system user (PostgreSQL refuses root).
+    The cluster and its files are removed afterwards.
+    """
+    bindir = postgres_bin()
+    need(bindir is not None, "PostgreSQL server binaries (initdb) not installed")
+    assert bindir is not None
+    port = free_port()
+    root = Path(tempfile.mkdtemp(prefix="clx-pg-"))
+    data, sock, log = root / "data", root / "sock", root / "log"
+    sock.mkdir()
+    as_root = os.geteuid() == 0
+    if as_root:
+        shutil.chown(root, "postgres", "postgres")
+        shutil.chown(sock, "postgres", "postgres")
+        root.chmod(0o755)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = list(args)
+        if as_root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+    r = run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+            "--no-sync", "-E", "UTF8")
+    if r.returncode != 0:
+        pytest.fail(f"initdb failed: {r.stderr[-2000:]}")
+    opts = (f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off")
+    r = run(str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w", "start")
+    if r.returncode != 0:
+        text = log.read_text() if log.exists() else ""
+        pytest.fail(f"pg_ctl start failed: {r.stderr[-2000:]} {text[-2000:]}")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,182 @@
+"""Overview aggregates, dashboard state (no browser) and the served dashboard (Chromium)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from clinnova_explore import overview
+from clinnova_explore.catalog import PROJECT_ROOT, Catalog
+from clinnova_explore.pipeline import BuildResult
+from clinnova_explore.viz.overview_state import ALL, OverviewState
+from tests.support import CHROMIUM, CHROMIUM_ARGS, free_port, need
+
+
+@pytest.fixture(scope="module")
+def catalog(small_build: BuildResult) -> Catalog:
+    return Catalog.load(small_build.catalog_path)
+
+
+def _sql(cat: Catalog, site: str, query: str) -> list[tuple]:
+    con = duckdb.connect(cat.site(site).resolved_location(), read_only=True)
+    try:
+        return con.sql(query).fetchall()
+    finally:
+        con.close()
+
+
+def test_site_summary_matches_independent_sql(catalog: Catalog) -> None:
+    df = overview.site_summary(catalog).set_index("site")
+    for s in catalog.site_ids:
+        (persons, years), = _sql(catalog, s, """
+            select count(distinct person_id),
+                   sum(observation_period_end_date - observation_period_start_date) / 365.25
+            from observation_period""")
+        assert df.loc[s, "persons"] == persons
+        assert df.loc[s, "person_years"] == pytest.approx(years, rel=1e-12)
+        (deaths,), = _sql(catalog, s, "select count(distinct person_id) from death")
+        assert df.loc[s, "deaths"] == (deaths if deaths == 0 or deaths >= 5 else None) or (
+            deaths < 5 and df.loc[s, "suppressed"])
+
+
+def test_persons_by_disease_counts_descendants(catalog: Catalog) -> None:
+    df = overview.persons_by_disease(catalog)
+    assert set(df.disease) == set(overview.DISEASES)
+    site = catalog.site_ids[2]
+    got = df[(df.site == site) & (df.disease == "Multiple sclerosis")].persons.iloc[0]
+    (expected,), = _sql(catalog, site, f"""
+        select count(distinct co.person_id) from condition_occurrence co
+        join concept_ancestor ca on ca.descendant_concept_id = co.condition_concept_id
+        where ca.ancestor_concept_id = {overview.DISEASES['Multiple sclerosis']}""")
+    assert got == expected > 0
+
+
+def test_followup_histogram_bins_sum_to_persons(catalog: Catalog) -> None:
+    one = overview.followup_histogram(catalog, bin_years=1.0)
+    two = overview.followup_histogram(catalog, bin_years=2.0)
+    persons = overview.site_summary(catalog).set_index("site").persons
+    for s in catalog.site_ids:
+        assert one[one.site == s].persons.sum() <= persons[s]
+        assert len(two[two.site == s]) < len(one[one.site == s])
+    with pytest.raises(ValueError, match="bin_years"):
+        overview.followup_histogram(catalog, bin_years=0)
+
+
+def test_state_site_filter_changes_totals(catalog: Catalog) -> None:
+    st = OverviewState(catalog)
+    full = st.totals()
+    assert full["sites"] == 5
+    st.sites = catalog.site_ids[:2]
+    part = st.totals()
+    assert part["sites"] == 2
+    assert 0 < part["persons"] < full["persons"]
+    expected = overview.site_summary(catalog, catalog.site_ids[:2]).persons.sum()
+    assert part["persons"] == expected
+
+
+def test_state_disease_filter_restricts_counts(catalog: Catalog) -> None:
+    st = OverviewState(catalog)
+    assert set(st.disease_counts().disease) == set(overview.DISEASES)
+    st.disease = "Crohn's disease"
+    assert set(st.disease_counts().disease) == {"Crohn's disease"}
+    assert st.totals()["persons"] < OverviewState(catalog, disease=ALL).totals()["persons"]
+
+
+def test_state_bin_width_and_drilldown(catalog: Catalog) -> None:
+    st = OverviewState(catalog)
+    n1 = len(st.followup())
+    st.bin_years = 3.0
+    assert len(st.followup()) < n1
+    st.include_passed = True
+    with_passed = st.checks()
+    st.include_passed = False
+    assert len(st.checks()) <= len(with_passed)
+    assert len(with_passed) > 0  # injected faults are found below or above thresholds
+    st.drill_site = catalog.site_ids[-1]
+    st.include_passed = True
+    other = st.checks()
+    assert list(other.columns) == list(with_passed.columns)
+
+
+def test_state_reconciliation_and_coverage(catalog: Catalog) -> None:
+    st = OverviewState(catalog, sites=["basel"])
+    rec = st.reconciliation()
+    assert set(rec.site) == {"basel"}
+    assert (rec.rows_in == rec.loaded + rec.quarantined).all()
+    cov = st.coverage()
+    assert ((cov.coverage > 0.9) & (cov.coverage <= 1.0)).all()
+
+
+# ------------------------------------------------------------------ browser
+@pytest.fixture(scope="module")
+def served(small_build: BuildResult, tmp_path_factory: pytest.TempPathFactory,
+           ) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "CLINNOVA_CATALOG": str(small_build.catalog_path)}
+    app = PROJECT_ROOT / "dashboards" / "overview.py"
+    log_path = tmp_path_factory.mktemp("panel") / "serve.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "panel", "serve", str(app), "--address", "127.0.0.1", "--port",
+         str(port), "--allow-websocket-origin", f"127.0.0.1:{port}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}/overview"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"panel serve did not come up: {log_path.read_text()[-3000:]}")
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+def _persons(text: str) -> int:
+    m = re.search(r"Persons:\s*([\d,]+)", text)
+    assert m, text
+    return int(m.group(1).replace(",", ""))
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_dashboard_in_headless_chromium(served: str, catalog: Catalog, tmp_path: Path) -> None:
+    need(CHROMIUM.exists(), f"{CHROMIUM} not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(served)
+        kpi = page.locator(".kpis p")
+        kpi.wait_for(timeout=60_000)
+        before = _persons(kpi.inner_text())
+        assert before == overview.site_summary(catalog).persons.sum()
+        page.locator(".site-picker button", has_text=catalog.site_ids[0]).click()
+        deadline = time.monotonic() + 30
+        while _persons(kpi.inner_text()) == before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        after = _persons(kpi.inner_text())
+        assert after == overview.site_summary(catalog, catalog.site_ids[1:]).persons.sum()
+        page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
+        browser.close()
+    assert not errors, errors
