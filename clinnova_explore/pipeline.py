@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ibis
+import pandas as pd
 
 from clinnova_explore.catalog import Catalog, DisclosurePolicy, Site
 
@@ -150,3 +151,42 @@ def build(
             progress("quality", len(cat.sites), len(cat.sites))
         seconds["quality"] = time.perf_counter() - t0
     return BuildResult(out_dir=out, catalog_path=catalog_path, truth=truth, seconds=seconds)
+
+
+def build_dir(catalog: Catalog) -> Path:
+    """The build directory of a catalog written by :func:`build` (``<dir>/cdm/<site>.duckdb``).
+
+    Raises
+    ------
+    ValueError
+        If the catalog's first site is not a DuckDB file inside a ``cdm`` folder.
+    """
+    site = catalog.sites[0]
+    loc = Path(site.resolved_location()) if site.backend == "duckdb" else None
+    if loc is None or loc.parent.name != "cdm":
+        raise ValueError(f"site {site.id!r} is not part of a `clinnova-explore build` directory")
+    return loc.parent.parent
+
+
+def fault_recall(catalog: Catalog) -> pd.DataFrame:
+    """Which of the build's injected faults were found, by quarantine or by quality checks.
+
+    Reads ``truth.json`` beside the build, each site's quarantine and its stored quality
+    results, and matches them by site, file and line.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per injected fault with ``found`` and ``where_found``.
+    """
+    import json
+
+    from clinnova_explore.harmonize import read_quarantine
+    from clinnova_explore.quality import read_results, recall_against_truth
+
+    truth = json.loads((build_dir(catalog) / "truth.json").read_text(encoding="utf-8"))
+    reports = {s.id: read_results(s.connect(), s.id) for s in catalog.sites}
+    quarantine = pd.concat(
+        [read_quarantine(Path(s.resolved_location())) for s in catalog.sites], ignore_index=True
+    )
+    return recall_against_truth(reports, quarantine, truth)

@@ -192,7 +192,7 @@ def _finish(con: duckdb.DuckDBPyConnection, spec: AnySpec,
 
 def _build(spec: AnySpec, db_path: Path, fill: Callable[[duckdb.DuckDBPyConnection],
                                                           dict[str, tuple[str, int]]],
-           progress: Progress | None) -> HarmonizeReport:
+           progress: Progress | None, threads: int | None = None) -> HarmonizeReport:
     t0 = time.perf_counter()
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,6 +201,8 @@ def _build(spec: AnySpec, db_path: Path, fill: Callable[[duckdb.DuckDBPyConnecti
         p.unlink(missing_ok=True)
     con = duckdb.connect(str(tmp))
     try:
+        if threads is not None:
+            con.execute(f"SET threads = {int(threads)}")
         backend = ibis.duckdb.from_connection(con)
         create_cdm_tables(backend)
         write_vocabulary(backend)
@@ -234,7 +236,8 @@ def _report(con: duckdb.DuckDBPyConnection, site: str, db_path: Path,
 
 
 def harmonize_site(spec: AnySpec, raw_dir: Path, db_path: Path,
-                   progress: Progress | None = None) -> HarmonizeReport:
+                   progress: Progress | None = None, threads: int | None = None
+                   ) -> HarmonizeReport:
     """Harmonize one site's native export into its own CDM DuckDB file.
 
     Parameters
@@ -248,6 +251,9 @@ def harmonize_site(spec: AnySpec, raw_dir: Path, db_path: Path,
         replaces ``db_path``.
     progress
         Optional callback receiving short progress messages.
+    threads
+        DuckDB threads for this build; default: DuckDB's own (all cores). Parallel runs of
+        several sites give each its share of the cores.
 
     Returns
     -------
@@ -278,7 +284,7 @@ def harmonize_site(spec: AnySpec, raw_dir: Path, db_path: Path,
                 counts[lay.file] = (lay.kind, _read_csv_kind(con, raw_dir, spec, lay))
         return counts
 
-    return _build(spec, db_path, fill, progress)
+    return _build(spec, db_path, fill, progress, threads)
 
 
 def harmonize_fhir_bundle(bundle_path: Path, db_path: Path, spec: FhirSpec | None = None,

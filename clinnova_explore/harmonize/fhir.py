@@ -1,9 +1,9 @@
 """FHIR R4 NDJSON bulk exports and Bundles -> logical rows in the common raw layout.
 
-Each resource is parsed with :mod:`json` (or ``orjson`` when installed; a parse error quarantines the line as
-``invalid_json`` with the column), validated with ``fhir.resources.R4B`` (a validation error
-quarantines it as ``invalid_resource`` naming the element path) and flattened to the logical
-fields of its table kind (``spec.LOGICAL_FIELDS``):
+Each resource is parsed with :mod:`json` (or ``orjson`` when installed; a parse error
+quarantines the line as ``invalid_json`` with the column), validated with
+``fhir.resources.R4B`` (a validation error quarantines it as ``invalid_resource`` naming the
+element path) and flattened to the logical fields of its table kind (``spec.LOGICAL_FIELDS``):
 
 =====================  ===========  ==================================================
 resource               kind         fields

@@ -8,11 +8,13 @@ description of the first bad byte. Field values stay strings; parsing happens in
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from clinnova_explore.harmonize.errors import HarmonizeError
 
@@ -108,53 +110,115 @@ def read_delimited(
     n = len(header)
     names = list(columns)
     picks = [index[f] for f in names]
-    consumed: list[str] = []
-
-    def lines() -> Iterator[str]:
-        for ln in fh:
-            consumed.append(ln)
-            yield ln
-
     with path.open(encoding=encoding, errors="surrogateescape", newline="") as fh:
-        reader = csv.reader(lines(), delimiter=delimiter)
-        next(reader)
+        consumed: list[str] = []
+        next(csv.reader(_recorded(iter(fh), consumed), delimiter=delimiter))
         line_no = 1 + len(consumed)
-        consumed.clear()
-        buf_line: list[int] = []
-        buf_raw: list[str] = []
-        buf_nf: list[int] = []
-        buf_enc: list[str | None] = []
-        buf_rows: list[tuple[str | None, ...]] = []
-        empty = (None,) * len(names)
+        first = True
         while True:
-            try:
-                row = next(reader)
-            except StopIteration:
+            lines = list(itertools.islice(fh, CHUNK_ROWS))
+            if not lines and not first:
                 break
-            except csv.Error as exc:
-                raise HarmonizeError(f"{path}: line {line_no}: {exc}") from None
-            raw = "".join(consumed).rstrip("\r\n")
-            start = line_no
-            line_no += len(consumed)
-            consumed.clear()
-            enc = None
-            if SURROGATE.search(raw):
-                enc = bad_byte(raw, encoding, row, header)
-                raw = escape(raw)
-                fields = empty
-            elif len(row) == n:
-                fields = tuple([row[i] for i in picks])
-            else:
-                fields = empty
-            buf_line.append(start)
-            buf_raw.append(raw)
-            buf_nf.append(len(row))
-            buf_enc.append(enc)
-            buf_rows.append(fields)
-            if len(buf_line) >= CHUNK_ROWS:
-                yield _table(names, buf_line, buf_raw, buf_nf, buf_enc, buf_rows)
-                buf_line, buf_raw, buf_nf, buf_enc, buf_rows = [], [], [], [], []
-        yield _table(names, buf_line, buf_raw, buf_nf, buf_enc, buf_rows)
+            first = False
+            plain, special, line_no = _split_chunk(path, fh, lines, line_no, delimiter)
+            parts = [_plain_table(names, picks, n, delimiter, *plain)]
+            if special[0]:
+                parts.append(_special_table(names, picks, n, encoding, header, *special))
+            table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+            yield table.sort_by("_line") if len(parts) > 1 else table
+            if not lines:
+                break
+
+
+def _recorded(lines: Iterator[str], consumed: list[str]) -> Iterator[str]:
+    for ln in lines:
+        consumed.append(ln)
+        yield ln
+
+
+def _split_chunk(path: Path, fh: Iterator[str], lines: list[str], line_no: int,
+                 delimiter: str) -> tuple[tuple[list[str], int, list[bool]],
+                                          tuple[list[int], list[str], list[list[str]]], int]:
+    """Split a chunk of physical lines into plain lines and parsed special records.
+
+    A *plain* line has no quote character, NUL, invalid byte and is not blank: the CSV
+    reader would give exactly ``line.rstrip("\r\n").split(delimiter)`` for it, so those are
+    split in bulk by Arrow. Every other line starts a record parsed by :mod:`csv` (which may
+    take further lines, from this chunk or beyond it). Returns (plain lines with a mask of the
+    ones to use and the line number of ``lines[0]``), (line, raw text, fields) of each special
+    record, and the line number after the chunk.
+    """
+    first = line_no
+    blob = "".join(lines)
+    odd = set()
+    if '"' in blob or "\x00" in blob or SURROGATE.search(blob):
+        odd = {k for k, ln in enumerate(lines)
+               if '"' in ln or "\x00" in ln or SURROGATE.search(ln)}
+    odd.update(k for k, ln in enumerate(lines) if ln.isspace())
+    mask = [True] * len(lines)
+    sp_line: list[int] = []
+    sp_raw: list[str] = []
+    sp_rows: list[list[str]] = []
+    consumed: list[str] = []
+    k_next = 0
+    for k in sorted(odd):
+        if k < k_next:
+            continue  # taken by a multi-line record
+        consumed.clear()
+        rest = itertools.chain(map(lines.__getitem__, range(k, len(lines))), fh)
+        try:
+            row = next(csv.reader(_recorded(rest, consumed), delimiter=delimiter))
+        except csv.Error as exc:
+            raise HarmonizeError(f"{path}: line {first + k}: {exc}") from None
+        sp_line.append(first + k)
+        sp_raw.append("".join(consumed).rstrip("\r\n"))
+        sp_rows.append(row)
+        k_next = k + len(consumed)
+        for j in range(k, min(k_next, len(lines))):
+            mask[j] = False
+    extra = max(0, k_next - len(lines))  # lines a record took from beyond the chunk
+    return (lines, first, mask), (sp_line, sp_raw, sp_rows), first + len(lines) + extra
+
+
+def _plain_table(names: list[str], picks: list[int], n: int, delimiter: str,
+                 lines: list[str], first: int, mask: list[bool]) -> pa.Table:
+    if not all(mask):
+        lines = [ln if keep else "" for ln, keep in zip(lines, mask, strict=True)]
+    keep = pa.array(mask, pa.bool_())
+    raw = pc.utf8_rtrim(pa.array(lines, pa.string()), characters="\r\n").filter(keep)
+    line = pa.array(range(first, first + len(mask)), pa.int64()).filter(keep)
+    lists = pc.split_pattern(raw, delimiter)
+    nf = pc.list_value_length(lists).cast(pa.int32())
+    whole = pc.if_else(pc.equal(nf, n), lists, pa.scalar(None, lists.type))
+    data = {"_line": line, "_raw": raw, "_nf": nf, "_enc": pa.nulls(len(raw), pa.string())}
+    for name, i in zip(names, picks, strict=True):
+        data[name] = pc.list_element(whole, i)
+    return pa.table(data)
+
+
+def _special_table(names: list[str], picks: list[int], n: int, encoding: str,
+                   header: list[str], line: list[int], raws: list[str],
+                   rows: list[list[str]]) -> pa.Table:
+    out_raw: list[str] = []
+    nf: list[int] = []
+    enc: list[str | None] = []
+    fields: list[tuple[str | None, ...]] = []
+    empty = (None,) * len(names)
+    for raw, row in zip(raws, rows, strict=True):
+        problem = None
+        if SURROGATE.search(raw):
+            problem = bad_byte(raw, encoding, row, header)
+            raw = escape(raw)
+            values = empty
+        elif len(row) == n:
+            values = tuple([row[i] for i in picks])
+        else:
+            values = empty
+        out_raw.append(raw)
+        nf.append(len(row))
+        enc.append(problem)
+        fields.append(values)
+    return _table(names, line, out_raw, nf, enc, fields)
 
 
 def _table(names: list[str], line: list[int], raw: list[str], nf: list[int],

@@ -13,8 +13,9 @@ from clinnova_explore.harmonize.spec import AnySpec, load_site_specs
 __all__ = ["harmonize_all"]
 
 
-def _one(spec: AnySpec, raw_root: Path, cdm_dir: Path) -> HarmonizeReport:
-    return harmonize_site(spec, raw_root / spec.site, cdm_dir / f"{spec.site}.duckdb")
+def _one(spec: AnySpec, raw_root: Path, cdm_dir: Path, threads: int) -> HarmonizeReport:
+    return harmonize_site(spec, raw_root / spec.site, cdm_dir / f"{spec.site}.duckdb",
+                          threads=threads)
 
 
 def harmonize_all(raw_root: Path, cdm_dir: Path, specs: Mapping[str, AnySpec] | None = None,
@@ -47,9 +48,12 @@ def harmonize_all(raw_root: Path, cdm_dir: Path, specs: Mapping[str, AnySpec] | 
     if n <= 1:
         return {site: harmonize_site(spec, raw_root / site, cdm_dir / f"{site}.duckdb",
                                      progress) for site, spec in specs.items()}
+    # largest export first: the others share the remaining workers (longest processing time
+    # first); each worker's DuckDB gets its share of the cores instead of all of them
     order = sorted(specs, key=lambda s: -_size(raw_root / s))
+    threads = max(1, (os.cpu_count() or 1) // n)
     with ProcessPoolExecutor(max_workers=n) as pool:
-        futures = {s: pool.submit(_one, specs[s], raw_root, cdm_dir) for s in order}
+        futures = {s: pool.submit(_one, specs[s], raw_root, cdm_dir, threads) for s in order}
         reports = {}
         for site in order:
             reports[site] = futures[site].result()

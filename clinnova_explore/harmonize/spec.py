@@ -76,8 +76,8 @@ class TableSpec(BaseModel):
         return self.columns[field]
 
 
-class SiteSpec(BaseModel):
-    """A delimited-text (CSV/TSV) site export."""
+class _SpecBase(BaseModel):
+    """Fields every site export shares: who the site is and how its bytes are encoded."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -85,9 +85,14 @@ class SiteSpec(BaseModel):
     name: str
     country: str
     region: str = ""
-    share: float = Field(gt=0, le=1)
-    format: Literal["csv"]
+    share: float = Field(gt=0, le=1, description="Fraction of the demo persons at this site.")
     encoding: str = "utf-8"
+
+
+class SiteSpec(_SpecBase):
+    """A delimited-text (CSV/TSV) site export."""
+
+    format: Literal["csv"]
     delimiter: str = ","
     decimal: Literal[".", ","] = "."
     date_format: str = "%Y-%m-%d"
@@ -110,18 +115,10 @@ class SiteSpec(BaseModel):
         return tables
 
 
-class FhirSpec(BaseModel):
+class FhirSpec(_SpecBase):
     """A FHIR R4 NDJSON bulk export (one file per resource type)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    site: str
-    name: str
-    country: str
-    region: str = ""
-    share: float = Field(gt=0, le=1)
     format: Literal["fhir-ndjson"]
-    encoding: str = "utf-8"
     files: dict[str, str] = Field(description="resource type -> file name")
     systems: dict[str, str] = Field(description="coding system URI -> source vocabulary id")
     units_system: str = "http://unitsofmeasure.org"
