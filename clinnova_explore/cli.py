@@ -149,6 +149,39 @@ def quality(
 
 
 @app.command()
+def reconcile(
+    catalog: CatalogOpt = None,
+    detail: Annotated[bool, typer.Option("--detail", help="One row per source file.")] = False,
+) -> None:
+    """Show, per site and source table, rows in = loaded + quarantined (nothing lost).
+
+    Exits with status 1 if any file does not reconcile.
+
+    **Examples**
+
+        clinnova-explore reconcile --catalog demo/data_catalog.yaml
+
+        clinnova-explore reconcile --detail
+    """
+    from clinnova_explore.overview import reconciliation
+
+    cat = _load(catalog)
+    rec = reconciliation(cat)
+    cols = ["site", "source_table", "source_file"] if detail else ["site"]
+    agg = rec.groupby(cols, sort=False)[["rows_in", "loaded", "quarantined"]].sum().reset_index()
+    table = Table(*cols, "rows in", "loaded", "quarantined", "lost")
+    bad = 0
+    for r in agg.itertuples(index=False):
+        lost = int(r.rows_in - r.loaded - r.quarantined)
+        bad += lost != 0
+        table.add_row(*[str(getattr(r, c)) for c in cols], f"{r.rows_in:,}", f"{r.loaded:,}",
+                      f"{r.quarantined:,}", f"[red]{lost}[/red]" if lost else "0")
+    console.print(table)
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
 def serve(
     catalog: CatalogOpt = None,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5006,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from clinnova_explore.cdm.vocabulary import write_vocabulary
 from clinnova_explore.harmonize.errors import HarmonizeError
 from clinnova_explore.harmonize.fhir import DEFAULT_KIND, FhirCollector, read_bundle, read_ndjson
 from clinnova_explore.harmonize.load import load_cdm, mapping_coverage
+from clinnova_explore.harmonize.manifest import export_date
 from clinnova_explore.harmonize.reader import read_delimited
 from clinnova_explore.harmonize.spec import LOGICAL_FIELDS, AnySpec, FhirSpec
 from clinnova_explore.harmonize.staging import KindLayout, layouts, lit, stage_kind
@@ -182,7 +184,8 @@ def _finish(con: duckdb.DuckDBPyConnection, spec: AnySpec,
         cdm_version, cdm_version_concept_id, vocabulary_version)
         VALUES ({lit(spec.name)}, {site}, {lit(spec.name)},
                 {lit(f"{spec.name} ({spec.country}) native export harmonized to OMOP CDM")},
-                'clinnova_explore.harmonize', current_date, current_date, {lit(CDM_VERSION)},
+                'clinnova_explore.harmonize', getvariable('export_date'),
+                getvariable('export_date'), {lit(CDM_VERSION)},
                 {CDM_V54_CONCEPT_ID}, {lit(VOCABULARY_VERSION)})""")
     for kind in LOGICAL_FIELDS:
         con.execute(f"DROP TABLE IF EXISTS raw_{kind}; DROP TABLE IF EXISTS stg_{kind}")
@@ -192,7 +195,8 @@ def _finish(con: duckdb.DuckDBPyConnection, spec: AnySpec,
 
 def _build(spec: AnySpec, db_path: Path, fill: Callable[[duckdb.DuckDBPyConnection],
                                                           dict[str, tuple[str, int]]],
-           progress: Progress | None, threads: int | None = None) -> HarmonizeReport:
+           progress: Progress | None, threads: int | None = None,
+           export: dt.date | None = None) -> HarmonizeReport:
     t0 = time.perf_counter()
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,6 +207,8 @@ def _build(spec: AnySpec, db_path: Path, fill: Callable[[duckdb.DuckDBPyConnecti
     try:
         if threads is not None:
             con.execute(f"SET threads = {int(threads)}")
+        cut = export or dt.date.today()
+        con.execute(f"SET VARIABLE export_date = DATE '{cut.isoformat()}'")
         backend = ibis.duckdb.from_connection(con)
         create_cdm_tables(backend)
         write_vocabulary(backend)
@@ -284,7 +290,7 @@ def harmonize_site(spec: AnySpec, raw_dir: Path, db_path: Path,
                 counts[lay.file] = (lay.kind, _read_csv_kind(con, raw_dir, spec, lay))
         return counts
 
-    return _build(spec, db_path, fill, progress, threads)
+    return _build(spec, db_path, fill, progress, threads, export_date(raw_dir))
 
 
 def harmonize_fhir_bundle(bundle_path: Path, db_path: Path, spec: FhirSpec | None = None,

@@ -123,7 +123,7 @@ def load_cdm(con: duckdb.DuckDBPyConnection, files: Mapping[str, str],
          FROM person_map WHERE death_date_d IS NOT NULL ORDER BY person_id""")
     x("""CREATE OR REPLACE TABLE visit_map AS
          SELECT v.visit_id, row_number() OVER (ORDER BY v.source_file, v._line)
-                AS visit_occurrence_id, p.person_id, v.*  EXCLUDE (visit_id)
+                AS visit_occurrence_id, p.person_id, v.* EXCLUDE (visit_id, _raw)
          FROM stg_visits v JOIN person_map p USING (patient_id) WHERE v.reason IS NULL""")
     x(f"""INSERT INTO visit_occurrence (visit_occurrence_id, person_id, visit_concept_id,
             visit_start_date, visit_start_datetime, visit_end_date, visit_end_datetime,
@@ -221,10 +221,10 @@ def _observation_period(con: duckdb.DuckDBPyConnection) -> None:
             SELECT person_id, visit_end_date, visit_occurrence_id FROM visit_occurrence),
         ok AS (
             SELECT d.* FROM d JOIN person p USING (person_id)
-            WHERE d.d <= current_date AND d.d >= p.birth_datetime::DATE),
+            WHERE d.d <= getvariable('export_date') AND d.d >= p.birth_datetime::DATE),
         per AS (SELECT person_id, min(d) AS s, max(d) AS e FROM ok GROUP BY person_id)
         SELECT row_number() OVER (ORDER BY per.person_id), per.person_id, per.s,
-               greatest(per.e, coalesce(CASE WHEN dt.death_date <= current_date
+               greatest(per.e, coalesce(CASE WHEN dt.death_date <= getvariable('export_date')
                                              THEN dt.death_date END, per.e)),
                {EHR}
         FROM per LEFT JOIN death dt USING (person_id) ORDER BY per.person_id

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clinnova_explore.harmonize.manifest import write_manifest
 from clinnova_explore.harmonize.spec import FhirSpec, load_site_specs
 from clinnova_explore.synth import params as p
 from clinnova_explore.synth.model import simulate_course
@@ -80,6 +81,7 @@ def generate(out_dir: Path, persons: int, seed: int = 42,
             if progress is not None:
                 progress(site, first + n, total)
         lines[site] = writer.close()
+        write_manifest(directory, site, p.DATA_CUT_DATE, lines[site])
         faults += writer.faults
         if total == 0 and progress is not None:
             progress(site, 0, 0)
@@ -93,7 +95,7 @@ def generate(out_dir: Path, persons: int, seed: int = 42,
         "seed": seed,
         "persons": persons,
         "study_start": "2012-01-01",
-        "data_cut": "2025-12-31",
+        "data_cut": p.DATA_CUT_DATE.isoformat(),
         "sites": sites,
         "effects": effects,
         "mortality": {"model": "Gompertz h(age) = b * exp(g * age_years) per year",

@@ -14,6 +14,7 @@ from clinnova_explore.cdm import concepts as c
 
 __all__ = [
     "DATA_CUT",
+    "DATA_CUT_DATE",
     "DISEASES",
     "DISEASE_MIX",
     "EFFECTS",
@@ -31,7 +32,8 @@ def day(d: dt.date) -> int:
 
 
 STUDY_START = day(dt.date(2012, 1, 1))
-DATA_CUT = day(dt.date(2025, 12, 31))
+DATA_CUT_DATE = dt.date(2025, 12, 31)
+DATA_CUT = day(DATA_CUT_DATE)
 #: Entry (first visit) is uniform in [STUDY_START, LAST_ENTRY].
 LAST_ENTRY = day(dt.date(2023, 6, 30))
 
