@@ -53,8 +53,10 @@ def _child(fn_name: str, out: str, persons: int, seed: int, q: mp.Queue) -> None
     t0 = time.perf_counter()
     globals()[fn_name](out, persons, seed)
     # harmonization runs sites in worker processes: count the largest of them too
-    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    peak = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    )
     q.put((time.perf_counter() - t0, peak))
 
 
@@ -93,8 +95,10 @@ def main() -> None:
         for stage, sec, mib in rows:
             print(f"{n:>9,} {stage:<10} {sec:>9.1f} {mib:>9.0f} {n / sec:>10,.0f}")
         total = sum(r[1] for r in rows)
-        print(f"{n:>9,} {'total':<10} {total:>9.1f} {max(r[2] for r in rows):>9.0f} "
-              f"{n / total:>10,.0f}")
+        print(
+            f"{n:>9,} {'total':<10} {total:>9.1f} {max(r[2] for r in rows):>9.0f} "
+            f"{n / total:>10,.0f}"
+        )
 
 
 if __name__ == "__main__":

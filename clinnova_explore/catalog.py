@@ -15,7 +15,14 @@ from typing import Literal
 
 import ibis
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from clinnova_explore.backends import connect, resolve_env
 
@@ -85,6 +92,15 @@ class Site(BaseModel):
             raise ValueError(f"cdm_version {v!r} is not supported (5.3 or 5.4)")
         return v
 
+    @model_validator(mode="after")
+    def _no_secrets_in_catalog(self) -> Site:
+        if self.backend == "postgres" and self.location_env is None:
+            raise ValueError(
+                "a postgres site needs `location_env` (the environment variable holding its "
+                "connection URL); connection strings do not belong in the catalog"
+            )
+        return self
+
     def resolved_location(self) -> str:
         """The concrete DuckDB path or PostgreSQL URL of this site."""
         if self.location_env:
@@ -97,8 +113,11 @@ class Site(BaseModel):
     @cached_property
     def _con(self) -> ibis.BaseBackend:
         return connect(
-            self.backend, self.resolved_location(), read_only=self.backend == "duckdb",
-            schema=self.schema_, site_id=self.id,
+            self.backend,
+            self.resolved_location(),
+            read_only=self.backend == "duckdb",
+            schema=self.schema_,
+            site_id=self.id,
         )
 
     def connect(self) -> ibis.BaseBackend:
@@ -114,12 +133,12 @@ class Site(BaseModel):
     def table(self, name: str) -> ibis.Table:
         """A lazy ibis table of this site's CDM, e.g. ``site.table("person")``."""
         con = self.connect()
-        try:
-            return con.table(name.lower())
-        except Exception as exc:
+        if name.lower() not in con.list_tables():
             raise CatalogError(
-                f"site {self.id!r}: table {name!r} not found ({type(exc).__name__})"
-            ) from None
+                f"site {self.id!r}: table {name!r} not found in {self.backend} database; "
+                "is this an OMOP CDM built by `clinnova-explore build`?"
+            )
+        return con.table(name.lower())
 
 
 class Catalog(BaseModel):
@@ -218,10 +237,8 @@ class Catalog(BaseModel):
         data = {
             "name": self.name,
             "sites": [
-                s.model_dump(mode="json", by_alias=True, exclude_none=True,
-                             exclude={"base_dir"})
+                s.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"base_dir"})
                 for s in self.sites
             ],
         }
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-

@@ -5,14 +5,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from clinnova_explore.catalog import PROJECT_ROOT, Catalog, CatalogError
@@ -28,19 +35,26 @@ console = Console()
 
 CatalogOpt = Annotated[
     Path | None,
-    typer.Option("--catalog", "-c", help="Catalog YAML (default: $CLINNOVA_CATALOG or the "
-                 "project's data_catalog.yaml)."),
+    typer.Option(
+        "--catalog",
+        "-c",
+        help="Catalog YAML (default: $CLINNOVA_CATALOG or the project's data_catalog.yaml).",
+    ),
 ]
 
 
 @contextmanager
-def _progress() -> Iterator[object]:
+def _progress() -> Iterator[Callable[[str, int, int], None]]:
     """Yield a ``(stage, done, total)`` callback drawing one bar per stage."""
     bars = Progress(
-        TextColumn("[bold]{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=console, transient=False,
+        TextColumn("[bold]{task.description:<24}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     )
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def update(stage: str, done: int, total: int) -> None:
         if stage not in tasks:
@@ -51,12 +65,32 @@ def _progress() -> Iterator[object]:
         yield update
 
 
-def _load(catalog: Path | None) -> Catalog:
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Show a problem in the user's input as one clear line and exit 2, not as a traceback."""
+    from clinnova_explore.backends import BackendError
+    from clinnova_explore.harmonize import HarmonizeError
+    from clinnova_explore.harmonize.spec import SpecError
+
     try:
-        return Catalog.load(catalog)
-    except CatalogError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        yield
+    except (
+        CatalogError,
+        BackendError,
+        HarmonizeError,
+        SpecError,
+        KeyError,
+        ValueError,
+        FileNotFoundError,
+    ) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
         raise typer.Exit(2) from None
+
+
+def _load(catalog: Path | None) -> Catalog:
+    with _user_errors():
+        return Catalog.load(catalog)
 
 
 @app.command()
@@ -80,11 +114,55 @@ def build(
     """
     from clinnova_explore.pipeline import build as run_build
 
-    with _progress() as cb:
+    with _user_errors(), _progress() as cb:
         result = run_build(out, persons=persons, seed=seed, quality=quality, progress=cb)
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
     console.print(f"[green]built[/green] {persons} persons in {out} ({stages})")
     console.print(f"catalog: {result.catalog_path}")
+
+
+@app.command()
+def harmonize(
+    raw: Annotated[Path, typer.Option("--raw", help="Folder with one sub-folder per site.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for <site>.duckdb files.")],
+    site: Annotated[
+        list[str] | None, typer.Option("--site", "-s", help="Only these sites.")
+    ] = None,
+) -> None:
+    """Harmonize existing native exports into one CDM database per site.
+
+    Each site's export is read with its spec (`harmonize/sites/<site>.yaml`); every row is
+    loaded or quarantined, and the reconciliation is printed.
+
+    **Examples**
+
+        clinnova-explore harmonize --raw demo/raw --out demo/cdm
+
+        clinnova-explore harmonize --raw /data/exports --out /data/cdm -s freiburg
+    """
+    from clinnova_explore.harmonize import harmonize_site
+    from clinnova_explore.harmonize.spec import load_site_specs
+
+    with _user_errors():
+        specs = load_site_specs()
+        chosen = site or [s for s in specs if (raw / s).is_dir()]
+        if not chosen:
+            raise FileNotFoundError(f"no site folders under {raw} (expected {', '.join(specs)})")
+        table = Table("site", "rows in", "loaded", "quarantined", "seconds")
+        with _progress() as cb:
+            for i, sid in enumerate(chosen):
+                cb("harmonize", i, len(chosen))
+                rep = harmonize_site(specs[sid], raw / sid, out / f"{sid}.duckdb")
+                rec = rep.reconciliation
+                table.add_row(
+                    sid,
+                    f"{rec.rows_in.sum():,}",
+                    f"{rec.loaded.sum():,}",
+                    f"{rec.quarantined.sum():,}",
+                    f"{rep.seconds:.1f}",
+                )
+                cb("harmonize", i + 1, len(chosen))
+    console.print(table)
 
 
 @app.command()
@@ -98,8 +176,15 @@ def sites(catalog: CatalogOpt = None) -> None:
     cat = _load(catalog)
     table = Table("id", "name", "country", "region", "backend", "CDM", "min cell")
     for s in cat.sites:
-        table.add_row(s.id, s.name, s.country, s.region, s.backend, s.cdm_version,
-                      str(s.policy.min_cell_count))
+        table.add_row(
+            s.id,
+            s.name,
+            s.country,
+            s.region,
+            s.backend,
+            s.cdm_version,
+            str(s.policy.min_cell_count),
+        )
     console.print(table)
 
 
@@ -124,7 +209,8 @@ def quality(
     from clinnova_explore.quality import run_site
 
     cat = _load(catalog)
-    chosen = [cat.site(s) for s in site] if site else list(cat.sites)
+    with _user_errors():
+        chosen = [cat.site(s) for s in site] if site else list(cat.sites)
     summary = Table("site", "checks", "passed", "failed", "errors", "violating rows")
     reports = {}
     with _progress() as cb:
@@ -135,8 +221,11 @@ def quality(
     for sid, rep in reports.items():
         df = rep.summary
         summary.add_row(
-            sid, str(len(df)), str(int((df.status == "PASS").sum())),
-            str(int((df.status == "FAIL").sum())), str(int((df.status == "ERROR").sum())),
+            sid,
+            str(len(df)),
+            str(int((df.status == "PASS").sum())),
+            str(int((df.status == "FAIL").sum())),
+            str(int((df.status == "ERROR").sum())),
             str(int(df.num_violated.fillna(0).sum())),
         )
     console.print(summary)
@@ -144,8 +233,10 @@ def quality(
         for sid, rep in reports.items():
             bad = rep.summary[rep.summary.status.isin(["FAIL", "ERROR"])]
             for r in bad.itertuples():
-                console.print(f"{sid}: [red]{r.status}[/red] {r.check_id} "
-                              f"({r.num_violated}/{r.num_denominator}) {r.description}")
+                console.print(
+                    f"{sid}: [red]{r.status}[/red] {r.check_id} "
+                    f"({r.num_violated}/{r.num_denominator}) {r.description}"
+                )
 
 
 @app.command()
@@ -174,8 +265,13 @@ def reconcile(
     for r in agg.itertuples(index=False):
         lost = int(r.rows_in - r.loaded - r.quarantined)
         bad += lost != 0
-        table.add_row(*[str(getattr(r, c)) for c in cols], f"{r.rows_in:,}", f"{r.loaded:,}",
-                      f"{r.quarantined:,}", f"[red]{lost}[/red]" if lost else "0")
+        table.add_row(
+            *[str(getattr(r, c)) for c in cols],
+            f"{r.rows_in:,}",
+            f"{r.loaded:,}",
+            f"{r.quarantined:,}",
+            f"[red]{lost}[/red]" if lost else "0",
+        )
     console.print(table)
     if bad:
         raise typer.Exit(1)
@@ -196,12 +292,27 @@ def serve(
         clinnova-explore serve --port 5007
     """
     cat = _load(catalog)
-    apps = sorted(str(p) for p in (PROJECT_ROOT / "dashboards").glob("*.py")
-                  if not p.name.startswith("_"))
+    apps = sorted(
+        str(p) for p in (PROJECT_ROOT / "dashboards").glob("*.py") if not p.name.startswith("_")
+    )
     env = {**os.environ, "CLINNOVA_CATALOG": str(cat.path)}
-    cmd = [sys.executable, "-m", "panel", "serve", *apps, "--address", "127.0.0.1",
-           "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}",
-           "--allow-websocket-origin", f"localhost:{port}", "--index", "overview"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "panel",
+        "serve",
+        *apps,
+        "--address",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--allow-websocket-origin",
+        f"127.0.0.1:{port}",
+        "--allow-websocket-origin",
+        f"localhost:{port}",
+        "--index",
+        "overview",
+    ]
     if show:
         cmd.append("--show")
     console.print(f"serving {len(apps)} dashboard(s) on http://127.0.0.1:{port}/overview")

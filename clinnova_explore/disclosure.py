@@ -1,4 +1,11 @@
-"""Small-cell suppression: counts below a site's minimum never leave it as numbers."""
+"""Small-cell suppression: counts below a site's minimum never leave it as numbers.
+
+Primary suppression blanks every count in ``(0, min_cell_count)``. Because released tables often
+come with their totals (persons per site beside persons per disease at that site), one hidden
+cell in a group could be recovered as *total minus visible cells*. Secondary (complementary)
+suppression closes that gap: in any group where exactly one cell was hidden, the smallest other
+non-zero cell is hidden too, so what a difference reveals is a sum of at least two hidden cells.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +18,16 @@ __all__ = ["suppress_counts"]
 
 
 def suppress_counts(
-    df: pd.DataFrame, columns: Sequence[str], min_cell_count: int
+    df: pd.DataFrame,
+    columns: Sequence[str],
+    min_cell_count: int,
+    *,
+    group_by: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Blank counts in ``(0, min_cell_count)`` and flag the rows that were touched.
+    """Blank small counts and, per group, one complementary cell; flag the rows touched.
 
-    Zero is not disclosive and is kept. The returned frame has the count columns as floats
-    (NaN where suppressed) and a boolean ``suppressed`` column.
+    Zero is not disclosive and is kept. Count columns come back as nullable integers
+    (``<NA>`` where suppressed) and a boolean ``suppressed`` column marks touched rows.
 
     Parameters
     ----------
@@ -26,26 +37,47 @@ def suppress_counts(
         Count columns to check.
     min_cell_count
         The site's policy minimum (counts ``1 .. min_cell_count - 1`` are suppressed).
+    group_by
+        Columns whose groups partition a released total (e.g. ``["site"]`` for the bins of
+        one site's histogram). Within each group and count column, if exactly one cell was
+        suppressed, the smallest other non-zero cell is suppressed as well. ``None`` treats
+        the whole frame as one group; an empty list disables secondary suppression.
 
     Returns
     -------
     pandas.DataFrame
-        A copy with small cells blanked.
+        A copy with small (and complementary) cells blanked.
 
     Examples
     --------
-    >>> suppress_counts(pd.DataFrame({"n": [0, 3, 12]}), ["n"], 5)
+    >>> suppress_counts(pd.DataFrame({"n": [0, 3, 12, 40]}), ["n"], 5)
           n  suppressed
     0     0       False
     1  <NA>        True
-    2    12       False
+    2  <NA>        True
+    3    40       False
     """
-    out = df.copy()
+    out = df.copy().reset_index(drop=True)
     flag = np.zeros(len(out), dtype=bool)
+    groups: list[np.ndarray]
+    if group_by is None:
+        groups = [np.arange(len(out))]
+    elif len(group_by) == 0:
+        groups = []
+    else:
+        groups = [np.asarray(ix) for ix in out.groupby(list(group_by), sort=False).indices.values()]
     for col in columns:
         values = out[col].astype("Int64")
-        small = ((values > 0) & (values < min_cell_count)).fillna(False)
-        flag |= small.to_numpy(dtype=bool)
-        out[col] = values.mask(small)
-    out["suppressed"] = out.get("suppressed", False) | flag
+        small = ((values > 0) & (values < min_cell_count)).fillna(False).to_numpy(dtype=bool)
+        hide = small.copy()
+        for ix in groups:
+            if small[ix].sum() != 1:
+                continue
+            candidates = [i for i in ix if not hide[i] and pd.notna(values[i]) and values[i] > 0]
+            if candidates:
+                hide[min(candidates, key=lambda i: (values[i], i))] = True
+        flag |= hide
+        out[col] = values.mask(hide)
+    previous = out["suppressed"].to_numpy(dtype=bool) if "suppressed" in out else False
+    out["suppressed"] = previous | flag
     return out

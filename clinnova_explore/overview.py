@@ -18,6 +18,8 @@ from clinnova_explore.disclosure import suppress_counts
 
 __all__ = [
     "DISEASES",
+    "FOLLOWUP_BIN_YEARS",
+    "coarsen_histogram",
     "failing_checks",
     "followup_histogram",
     "mapping_coverage",
@@ -58,21 +60,35 @@ def site_summary(catalog: Catalog, sites: Sequence[str] | None = None) -> pd.Dat
     for s in _sites(catalog, sites):
         op = s.table("observation_period")
         per_person = op.group_by("person_id").aggregate(years=_years(op).sum())
-        agg = per_person.aggregate(
-            persons=per_person.person_id.nunique(),
-            person_years=per_person.years.sum(),
-            median_followup_years=per_person.years.approx_median()
-            if s.backend != "duckdb" else per_person.years.median(),
-        ).to_pandas().iloc[0]
+        agg = (
+            per_person.aggregate(
+                persons=per_person.person_id.nunique(),
+                person_years=per_person.years.sum(),
+                median_followup_years=per_person.years.approx_median()
+                if s.backend != "duckdb"
+                else per_person.years.median(),
+            )
+            .to_pandas()
+            .iloc[0]
+        )
         deaths = int(s.table("death").person_id.nunique().to_pandas())
-        row = {"site": s.id, "name": s.name, "country": s.country,
-               "persons": int(agg.persons), "person_years": float(agg.person_years or 0.0),
-               "median_followup_years": float(agg.median_followup_years or 0.0),
-               "deaths": deaths}
+        row = {
+            "site": s.id,
+            "name": s.name,
+            "country": s.country,
+            "persons": int(agg.persons),
+            "person_years": float(agg.person_years or 0.0),
+            "median_followup_years": float(agg.median_followup_years or 0.0),
+            "deaths": deaths,
+        }
         if not s.policy.allow_quantiles:
             row["median_followup_years"] = float("nan")
-        rows.append(suppress_counts(pd.DataFrame([row]), ["persons", "deaths"],
-                                    s.policy.min_cell_count))
+        out = suppress_counts(
+            pd.DataFrame([row]), ["persons", "deaths"], s.policy.min_cell_count, group_by=[]
+        )
+        if out.persons.isna().all():  # a hidden count must not be inferable from its totals
+            out[["person_years", "median_followup_years"]] = float("nan")
+        rows.append(out)
     return pd.concat(rows, ignore_index=True)
 
 
@@ -92,48 +108,111 @@ def persons_by_disease(catalog: Catalog, sites: Sequence[str] | None = None) -> 
         for label, cid in DISEASES.items():
             desc = ca.filter(ca.ancestor_concept_id == cid).descendant_concept_id
             hits = co.filter(co.condition_concept_id.isin(desc))
-            parts.append(hits.aggregate(persons=hits.person_id.nunique())
-                         .mutate(disease=ibis.literal(label)))
+            parts.append(
+                hits.aggregate(persons=hits.person_id.nunique()).mutate(disease=ibis.literal(label))
+            )
         df = ibis.union(*parts).to_pandas()
         df["site"] = s.id
-        frames.append(suppress_counts(df[["site", "disease", "persons"]], ["persons"],
-                                      s.policy.min_cell_count))
+        # the site's person total is released too: hide a complementary cell per site
+        frames.append(
+            suppress_counts(
+                df[["site", "disease", "persons"]],
+                ["persons"],
+                s.policy.min_cell_count,
+                group_by=["site"],
+            )
+        )
     out = pd.concat(frames, ignore_index=True)
     order = {d: i for i, d in enumerate(DISEASES)}
-    return out.sort_values(["site", "disease"], key=lambda c: c.map(order) if c.name ==
-                           "disease" else c.map({k: i for i, k in enumerate(catalog.site_ids)})
-                           ).reset_index(drop=True)
+    return out.sort_values(
+        ["site", "disease"],
+        key=lambda c: (
+            c.map(order)
+            if c.name == "disease"
+            else c.map({k: i for i, k in enumerate(catalog.site_ids)})
+        ),
+    ).reset_index(drop=True)
+
+
+#: Resolution (years) at which a site releases its follow-up histogram. Coarser views are
+#: merged from the released bins, so several bin widths cannot be differenced into a hidden
+#: cell.
+FOLLOWUP_BIN_YEARS = 1
 
 
 def followup_histogram(
-    catalog: Catalog, sites: Sequence[str] | None = None, bin_years: float = 1.0
+    catalog: Catalog, sites: Sequence[str] | None = None, bin_years: int = 1
 ) -> pd.DataFrame:
-    """Persons by length of observation (binned) per site.
+    """Persons by length of observation per site, in bins of whole years.
+
+    Each site releases one histogram at :data:`FOLLOWUP_BIN_YEARS` resolution, with small and
+    complementary cells suppressed; wider bins are merged from those released bins
+    (:func:`coarsen_histogram`), never recomputed from rows.
 
     Parameters
     ----------
+    catalog
+        The federation.
+    sites
+        Site ids (default: all).
     bin_years
-        Width of a bin in years.
+        Width of a bin: a whole number of years.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``site, years_from, years_to, persons, suppressed``.
     """
-    if bin_years <= 0:
-        raise ValueError("bin_years must be positive")
+    if int(bin_years) != bin_years or bin_years < 1:
+        raise ValueError(f"bin_years must be a whole number of years >= 1, got {bin_years!r}")
     frames = []
     for s in _sites(catalog, sites):
         op = s.table("observation_period")
         pp = op.group_by("person_id").aggregate(years=_years(op).sum())
-        b = (pp.years / bin_years).floor().cast("int64")
+        b = (pp.years / FOLLOWUP_BIN_YEARS).floor().cast("int64")
         df = pp.mutate(b=b).group_by("b").aggregate(persons=ibis._.count()).to_pandas()
         df["site"] = s.id
-        df["years_from"] = df.b * bin_years
-        df["years_to"] = (df.b + 1) * bin_years
+        df["years_from"] = df.b * FOLLOWUP_BIN_YEARS
+        df["years_to"] = (df.b + 1) * FOLLOWUP_BIN_YEARS
         df = df.sort_values("b")[["site", "years_from", "years_to", "persons"]]
-        frames.append(suppress_counts(df, ["persons"], s.policy.min_cell_count))
-    return pd.concat(frames, ignore_index=True)
+        frames.append(suppress_counts(df, ["persons"], s.policy.min_cell_count, group_by=["site"]))
+    return coarsen_histogram(pd.concat(frames, ignore_index=True), int(bin_years))
+
+
+def coarsen_histogram(fine: pd.DataFrame, bin_years: int) -> pd.DataFrame:
+    """Merge released one-year bins into ``bin_years``-wide bins.
+
+    A merged bin that contains a suppressed bin is itself suppressed (its count would
+    otherwise expose the hidden one).
+
+    Parameters
+    ----------
+    fine
+        Output of :func:`followup_histogram` at its native resolution.
+    bin_years
+        Whole number of native bins per merged bin.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Same columns as ``fine``.
+    """
+    if bin_years == FOLLOWUP_BIN_YEARS:
+        return fine.reset_index(drop=True)
+    group = (fine.years_from // bin_years).astype("int64")
+    merged = (
+        fine.assign(g=group)
+        .groupby(["site", "g"], sort=False)
+        .agg(
+            persons=("persons", lambda v: v.sum() if v.notna().all() else pd.NA),
+            suppressed=("suppressed", "any"),
+        )
+        .reset_index()
+    )
+    merged["years_from"] = merged.g * bin_years
+    merged["years_to"] = (merged.g + 1) * bin_years
+    merged["persons"] = merged.persons.astype("Int64")
+    return merged[["site", "years_from", "years_to", "persons", "suppressed"]]
 
 
 def _site_table(s: Site, name: str) -> ibis.Table | None:
@@ -173,8 +252,11 @@ def reconciliation(catalog: Catalog, sites: Sequence[str] | None = None) -> pd.D
     pandas.DataFrame
         Columns ``site, source_table, source_file, rows_in, loaded, quarantined``.
     """
-    frames = [t.to_pandas() for s in _sites(catalog, sites)
-              if (t := _site_table(s, "reconciliation")) is not None]
+    frames = [
+        t.to_pandas()
+        for s in _sites(catalog, sites)
+        if (t := _site_table(s, "reconciliation")) is not None
+    ]
     cols = ["site", "source_table", "source_file", "rows_in", "loaded", "quarantined"]
     return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
@@ -192,15 +274,30 @@ def quality_overview(catalog: Catalog, sites: Sequence[str] | None = None) -> pd
     for s in _sites(catalog, sites):
         t = _site_table(s, "dq_results")
         if t is None:
-            rows.append({"site": s.id, "checks": 0, "passed": 0, "failed": 0, "errors": 0,
-                         "status": "NOT RUN"})
+            rows.append(
+                {
+                    "site": s.id,
+                    "checks": 0,
+                    "passed": 0,
+                    "failed": 0,
+                    "errors": 0,
+                    "status": "NOT RUN",
+                }
+            )
             continue
         df = t.group_by("status").aggregate(n=ibis._.count()).to_pandas()
         n = dict(zip(df.status, df.n, strict=True))
         failed, errors = int(n.get("FAIL", 0)), int(n.get("ERROR", 0))
-        rows.append({"site": s.id, "checks": int(df.n.sum()), "passed": int(n.get("PASS", 0)),
-                     "failed": failed, "errors": errors,
-                     "status": "PASS" if failed + errors == 0 else "FAIL"})
+        rows.append(
+            {
+                "site": s.id,
+                "checks": int(df.n.sum()),
+                "passed": int(n.get("PASS", 0)),
+                "failed": failed,
+                "errors": errors,
+                "status": "PASS" if failed + errors == 0 else "FAIL",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -220,8 +317,18 @@ def failing_checks(catalog: Catalog, site: str, *, include_passed: bool = False)
         Columns ``check_id, category, cdm_table, cdm_field, description, num_violated,
         num_denominator, pct_violated, threshold, status``.
     """
-    cols = ["check_id", "category", "cdm_table", "cdm_field", "description", "num_violated",
-            "num_denominator", "pct_violated", "threshold", "status"]
+    cols = [
+        "check_id",
+        "category",
+        "cdm_table",
+        "cdm_field",
+        "description",
+        "num_violated",
+        "num_denominator",
+        "pct_violated",
+        "threshold",
+        "status",
+    ]
     t = _site_table(catalog.site(site), "dq_results")
     if t is None:
         return pd.DataFrame(columns=cols)

@@ -71,8 +71,13 @@ def write_catalog(out_dir: Path, *, name: str = "clinnova-demo") -> Path:
 
     sites = tuple(
         Site(
-            id=spec.site, name=spec.name, country=spec.country, region=spec.region,
-            backend="duckdb", location=f"cdm/{spec.site}.duckdb", cdm_version="5.4",
+            id=spec.site,
+            name=spec.name,
+            country=spec.country,
+            region=spec.region,
+            backend="duckdb",
+            location=f"cdm/{spec.site}.duckdb",
+            cdm_version="5.4",
             policy=DisclosurePolicy(),
         )
         for spec in load_site_specs().values()
@@ -126,8 +131,10 @@ def build(
     t0 = time.perf_counter()
     gen_cb = None
     if progress is not None:
+
         def gen_cb(site: str, done: int, total: int) -> None:
             progress(f"generate {site}", done, total)
+
     truth = generate(out, persons=persons, seed=seed, progress=gen_cb)
     seconds["generate"] = time.perf_counter() - t0
 

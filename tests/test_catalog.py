@@ -22,11 +22,18 @@ def _write(tmp_path: Path, text: str) -> Path:
 def _site_db(path: Path, persons: int) -> None:
     con = ibis.duckdb.connect(str(path))
     create_cdm_tables(con)
-    con.insert("person", pd.DataFrame({
-        "person_id": range(1, persons + 1), "gender_concept_id": [8532] * persons,
-        "year_of_birth": [1980] * persons, "race_concept_id": [0] * persons,
-        "ethnicity_concept_id": [0] * persons,
-    }))
+    con.insert(
+        "person",
+        pd.DataFrame(
+            {
+                "person_id": range(1, persons + 1),
+                "gender_concept_id": [8532] * persons,
+                "year_of_birth": [1980] * persons,
+                "race_concept_id": [0] * persons,
+                "ethnicity_concept_id": [0] * persons,
+            }
+        ),
+    )
     con.disconnect()
 
 
@@ -34,13 +41,16 @@ def test_load_resolves_relative_locations_and_returns_lazy_tables(tmp_path: Path
     (tmp_path / "cdm").mkdir()
     _site_db(tmp_path / "cdm" / "a.duckdb", 7)
     _site_db(tmp_path / "cdm" / "b.duckdb", 3)
-    p = _write(tmp_path, """
+    p = _write(
+        tmp_path,
+        """
 name: test
 sites:
   - {id: a, name: Site A, country: LU, location: cdm/a.duckdb,
      policy: {min_cell_count: 3}}
   - {id: b, name: Site B, country: DE, region: Saarland, location: cdm/b.duckdb}
-""")
+""",
+    )
     cat = Catalog.load(p)
     assert cat.site_ids == ["a", "b"]
     assert cat.site("a").policy.min_cell_count == 3
@@ -49,6 +59,9 @@ sites:
     assert isinstance(t, ibis.Table)
     assert t.count().execute() == 7
     assert cat.site("b").table("PERSON").count().execute() == 3
+    with pytest.raises(CatalogError, match="site 'a': table 'persons' not found"):
+        cat.site("a").table("persons")
+    cat.close()
     assert len(cat) == 2 and [s.id for s in cat] == ["a", "b"]
 
 
@@ -64,14 +77,22 @@ def test_round_trip_to_yaml(tmp_path: Path) -> None:
     [
         ("sites: []\n", "`sites` must be a non-empty list"),
         ("sites:\n  - {id: A!, name: x, country: LU, location: a}\n", "field `sites.0.id`"),
-        ("sites:\n  - {id: a, name: x, country: LU, backend: oracle}\n",
-         "field `sites.0.backend`"),
+        ("sites:\n  - {id: a, name: x, country: LU, backend: oracle}\n", "field `sites.0.backend`"),
         ("sites:\n  - {id: a, name: x, country: LU, cdm_version: '6.0'}\n", "cdm_version"),
-        ("sites:\n  - {id: a, name: x, country: LU, policy: {min_cell_count: 0}}\n",
-         "sites.0.policy.min_cell_count"),
-        ("sites:\n  - {id: a, name: x, country: LU}\n  - {id: a, name: y, country: DE}\n",
-         "duplicate site ids ['a']"),
+        (
+            "sites:\n  - {id: a, name: x, country: LU, policy: {min_cell_count: 0}}\n",
+            "sites.0.policy.min_cell_count",
+        ),
+        (
+            "sites:\n  - {id: a, name: x, country: LU}\n  - {id: a, name: y, country: DE}\n",
+            "duplicate site ids ['a']",
+        ),
         ("sites: [\n", "not valid YAML"),
+        (
+            "sites:\n  - {id: a, name: x, country: LU, backend: postgres, "
+            "location: 'postgresql://u:secret@h/db'}\n",
+            "needs `location_env`",
+        ),
     ],
 )
 def test_invalid_catalogs_name_file_and_field(tmp_path: Path, text: str, message: str) -> None:
@@ -85,18 +106,25 @@ def test_invalid_catalogs_name_file_and_field(tmp_path: Path, text: str, message
 def test_missing_catalog_and_missing_database_explain_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="not found; run `make demo`"):
         Catalog.load(tmp_path / "nope.yaml")
-    cat = Catalog.load(_write(tmp_path, "sites:\n  - {id: a, name: A, country: LU, "
-                                        "location: missing.duckdb}\n"))
+    cat = Catalog.load(
+        _write(tmp_path, "sites:\n  - {id: a, name: A, country: LU, location: missing.duckdb}\n")
+    )
     with pytest.raises(BackendError, match=r"site .a.: DuckDB file .*missing.duckdb does not"):
         cat.site("a").table("person")
     with pytest.raises(KeyError, match="known: a"):
         cat.site("zz")
 
 
-def test_postgres_location_comes_from_environment(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    cat = Catalog.load(_write(tmp_path, "sites:\n  - {id: pg, name: P, country: CH, "
-                                        "backend: postgres, location_env: CLX_TEST_PG_URL}\n"))
+def test_postgres_location_comes_from_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cat = Catalog.load(
+        _write(
+            tmp_path,
+            "sites:\n  - {id: pg, name: P, country: CH, "
+            "backend: postgres, location_env: CLX_TEST_PG_URL}\n",
+        )
+    )
     monkeypatch.delenv("CLX_TEST_PG_URL", raising=False)
     with pytest.raises(BackendError, match="CLX_TEST_PG_URL is not set"):
         cat.site("pg").resolved_location()
@@ -106,8 +134,9 @@ def test_postgres_location_comes_from_environment(tmp_path: Path,
     assert "127.0.0.1" not in cat.to_yaml()
 
 
-def test_default_catalog_path_honours_environment(monkeypatch: pytest.MonkeyPatch,
-                                                  tmp_path: Path) -> None:
+def test_default_catalog_path_honours_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("CLINNOVA_CATALOG", str(tmp_path / "c.yaml"))
     assert default_catalog_path() == tmp_path / "c.yaml"
     monkeypatch.delenv("CLINNOVA_CATALOG")

@@ -26,8 +26,9 @@ def test_export_date_from_manifest_or_today(tmp_path: Path) -> None:
         export_date(tmp_path)
 
 
-def test_earlier_export_date_cuts_observation_periods(small_build: BuildResult,
-                                                      tmp_path: Path) -> None:
+def test_earlier_export_date_cuts_observation_periods(
+    small_build: BuildResult, tmp_path: Path
+) -> None:
     raw = small_build.out_dir / "raw" / "basel"
     copy = tmp_path / "basel"
     copy.mkdir()
@@ -38,12 +39,14 @@ def test_earlier_export_date_cuts_observation_periods(small_build: BuildResult,
     db = tmp_path / "basel.duckdb"
     harmonize_site(load_site_specs()["basel"], copy, db)
     with duckdb.connect(str(db), read_only=True) as con:
-        (release,), = con.sql("select source_release_date from cdm_source").fetchall()
-        (latest,), = con.sql(
-            "select max(observation_period_end_date) from observation_period").fetchall()
+        ((release,),) = con.sql("select source_release_date from cdm_source").fetchall()
+        ((latest,),) = con.sql(
+            "select max(observation_period_end_date) from observation_period"
+        ).fetchall()
     assert release == cut
     assert latest <= cut
     with duckdb.connect(str(small_build.out_dir / "cdm" / "basel.duckdb"), read_only=True) as con:
-        (full_latest,), = con.sql(
-            "select max(observation_period_end_date) from observation_period").fetchall()
+        ((full_latest,),) = con.sql(
+            "select max(observation_period_end_date) from observation_period"
+        ).fetchall()
     assert full_latest > cut

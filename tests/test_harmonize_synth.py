@@ -21,8 +21,11 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, Pa
 
 def test_quarantine_matches_truth_exactly(federation: tuple[dict, dict, Path]) -> None:
     truth, reports, _ = federation
-    expected = {(f["site"], Path(f["file"]).name, f["line"], f["catcher"].split(":", 1)[1])
-                for f in truth["faults"] if f["catcher"].startswith("quarantine:")}
+    expected = {
+        (f["site"], Path(f["file"]).name, f["line"], f["catcher"].split(":", 1)[1])
+        for f in truth["faults"]
+        if f["catcher"].startswith("quarantine:")
+    }
     got = set()
     for site, report in reports.items():
         q = read_quarantine(report.db_path)
@@ -38,7 +41,10 @@ def test_every_file_reconciles(federation: tuple[dict, dict, Path]) -> None:
         rec = read_reconciliation(report.db_path)
         assert (rec.rows_in == rec.loaded + rec.quarantined).all()
         spec = load_site_specs()[report.site]
-        files = spec.files.values() if hasattr(spec, "files") else [
-            t.file for t in spec.tables.values()]
+        files = (
+            spec.files.values()
+            if hasattr(spec, "files")
+            else [t.file for t in spec.tables.values()]
+        )
         assert sorted(rec.source_file) == sorted(files)
         assert rec.rows_in.min() > 0

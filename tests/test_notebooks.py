@@ -22,21 +22,25 @@ def test_notebook_has_no_logic(path: Path) -> None:
         if cell.cell_type != "code":
             continue
         tree = ast.parse(cell.source)
-        defs = [n for n in ast.walk(tree)
-                if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef |
-                              ast.Lambda)]
+        defs = [
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda)
+        ]
         assert not defs, f"{path.name}: logic belongs in the library, not in a cell"
 
 
 @pytest.mark.notebook
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes(path: Path, small_build: BuildResult, tmp_path: Path,
-                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notebook_executes(
+    path: Path, small_build: BuildResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CLINNOVA_CATALOG", str(small_build.catalog_path))
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     if path.stem == "01_data_and_quality":

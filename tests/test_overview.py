@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
 from clinnova_explore import overview
@@ -37,15 +38,20 @@ def _sql(cat: Catalog, site: str, query: str) -> list[tuple]:
 def test_site_summary_matches_independent_sql(catalog: Catalog) -> None:
     df = overview.site_summary(catalog).set_index("site")
     for s in catalog.site_ids:
-        (persons, years), = _sql(catalog, s, """
+        ((persons, years),) = _sql(
+            catalog,
+            s,
+            """
             select count(distinct person_id),
                    sum(observation_period_end_date - observation_period_start_date) / 365.25
-            from observation_period""")
+            from observation_period""",
+        )
         assert df.loc[s, "persons"] == persons
         assert df.loc[s, "person_years"] == pytest.approx(years, rel=1e-12)
-        (deaths,), = _sql(catalog, s, "select count(distinct person_id) from death")
+        ((deaths,),) = _sql(catalog, s, "select count(distinct person_id) from death")
         assert df.loc[s, "deaths"] == (deaths if deaths == 0 or deaths >= 5 else None) or (
-            deaths < 5 and df.loc[s, "suppressed"])
+            deaths < 5 and df.loc[s, "suppressed"]
+        )
 
 
 def test_persons_by_disease_counts_descendants(catalog: Catalog) -> None:
@@ -53,22 +59,76 @@ def test_persons_by_disease_counts_descendants(catalog: Catalog) -> None:
     assert set(df.disease) == set(overview.DISEASES)
     site = catalog.site_ids[2]
     got = df[(df.site == site) & (df.disease == "Multiple sclerosis")].persons.iloc[0]
-    (expected,), = _sql(catalog, site, f"""
+    ((expected,),) = _sql(
+        catalog,
+        site,
+        f"""
         select count(distinct co.person_id) from condition_occurrence co
         join concept_ancestor ca on ca.descendant_concept_id = co.condition_concept_id
-        where ca.ancestor_concept_id = {overview.DISEASES['Multiple sclerosis']}""")
+        where ca.ancestor_concept_id = {overview.DISEASES["Multiple sclerosis"]}""",
+    )
     assert got == expected > 0
 
 
 def test_followup_histogram_bins_sum_to_persons(catalog: Catalog) -> None:
-    one = overview.followup_histogram(catalog, bin_years=1.0)
-    two = overview.followup_histogram(catalog, bin_years=2.0)
+    one = overview.followup_histogram(catalog, bin_years=1)
+    two = overview.followup_histogram(catalog, bin_years=2)
     persons = overview.site_summary(catalog).set_index("site").persons
     for s in catalog.site_ids:
-        assert one[one.site == s].persons.sum() <= persons[s]
-        assert len(two[two.site == s]) < len(one[one.site == s])
-    with pytest.raises(ValueError, match="bin_years"):
-        overview.followup_histogram(catalog, bin_years=0)
+        fine = one[one.site == s]
+        ((expected,),) = _sql(
+            catalog,
+            s,
+            """
+            select count(*) from (select person_id,
+                sum(observation_period_end_date - observation_period_start_date) / 365.25 as y
+                from observation_period group by person_id) where y < 1""",
+        )
+        first = fine[fine.years_from == 0].persons.iloc[0]
+        if pd.isna(first):  # primary (small) or complementary suppression
+            assert fine[fine.years_from == 0].suppressed.iloc[0]
+        else:
+            assert first == expected
+        hidden = fine.persons.isna()
+        # never exactly one hidden bin: total minus visible bins would reveal it
+        assert hidden.sum() != 1
+        if hidden.sum() == 0:
+            assert fine.persons.sum() == persons[s]
+        else:
+            assert persons[s] - fine.persons.sum() >= 5
+        coarse = two[two.site == s]
+        assert len(coarse) < len(fine)
+        for r in coarse.itertuples():
+            parts = fine[(fine.years_from >= r.years_from) & (fine.years_from < r.years_to)]
+            if parts.persons.isna().any():
+                assert pd.isna(r.persons) and r.suppressed
+            else:
+                assert r.persons == parts.persons.sum()
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="bin_years"):
+            overview.followup_histogram(catalog, bin_years=bad)
+
+
+def test_strict_policy_hides_persons_and_what_they_imply(
+    small_build: BuildResult, tmp_path: Path
+) -> None:
+    text = small_build.catalog_path.read_text(encoding="utf-8")
+    cdm = small_build.catalog_path.parent / "cdm"
+    strict = tmp_path / "data_catalog.yaml"
+    strict.write_text(
+        text.replace("location: cdm/", f"location: {cdm}/").replace(
+            "min_cell_count: 5", "min_cell_count: 100000"
+        ),
+        encoding="utf-8",
+    )
+    cat = Catalog.load(strict)
+    summ = overview.site_summary(cat)
+    assert summ.persons.isna().all() and summ.suppressed.all()
+    assert summ.person_years.isna().all() and summ.median_followup_years.isna().all()
+    st = OverviewState(cat)
+    assert st.totals() == {"sites": 5.0, "persons": 0.0, "person_years": 0.0}
+    assert overview.persons_by_disease(cat).persons.isna().all()
+    cat.close()
 
 
 def test_state_site_filter_changes_totals(catalog: Catalog) -> None:
@@ -94,7 +154,7 @@ def test_state_disease_filter_restricts_counts(catalog: Catalog) -> None:
 def test_state_bin_width_and_drilldown(catalog: Catalog) -> None:
     st = OverviewState(catalog)
     n1 = len(st.followup())
-    st.bin_years = 3.0
+    st.bin_years = 3
     assert len(st.followup()) < n1
     st.include_passed = True
     with_passed = st.checks()
@@ -118,17 +178,33 @@ def test_state_reconciliation_and_coverage(catalog: Catalog) -> None:
 
 # ------------------------------------------------------------------ browser
 @pytest.fixture(scope="module")
-def served(small_build: BuildResult, tmp_path_factory: pytest.TempPathFactory,
-           ) -> Iterator[str]:
+def served(
+    small_build: BuildResult,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "CLINNOVA_CATALOG": str(small_build.catalog_path)}
     app = PROJECT_ROOT / "dashboards" / "overview.py"
     log_path = tmp_path_factory.mktemp("panel") / "serve.log"
     log = log_path.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "panel", "serve", str(app), "--address", "127.0.0.1", "--port",
-         str(port), "--allow-websocket-origin", f"127.0.0.1:{port}"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "panel",
+            "serve",
+            str(app),
+            "--address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--allow-websocket-origin",
+            f"127.0.0.1:{port}",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}/overview"
     try:

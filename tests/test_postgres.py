@@ -27,8 +27,11 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def two_catalogs(small_build: BuildResult, pg_url: str, tmp_path_factory: pytest.TempPathFactory,
-                 ) -> Iterator[tuple[Catalog, Catalog]]:
+def two_catalogs(
+    small_build: BuildResult,
+    pg_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Catalog, Catalog]]:
     duck = Catalog.load(small_build.catalog_path)
     src = ibis.duckdb.connect(duck.site(SITE).resolved_location(), read_only=True)
     dst = ibis.connect(pg_url)
@@ -42,7 +45,9 @@ def two_catalogs(small_build: BuildResult, pg_url: str, tmp_path_factory: pytest
     p = Path(d) / "data_catalog.yaml"
     p.write_text(
         f"sites:\n  - {{id: {SITE}, name: Basel on PostgreSQL, country: CH, backend: postgres,"
-        " location_env: CLX_TEST_PG}\n", encoding="utf-8")
+        " location_env: CLX_TEST_PG}\n",
+        encoding="utf-8",
+    )
     mp = pytest.MonkeyPatch()
     mp.setenv("CLX_TEST_PG", pg_url)
     duck, pg = Catalog.load(small_build.catalog_path), Catalog.load(p)
@@ -60,33 +65,60 @@ def _frame(t: ibis.Table, order: list[str]) -> pd.DataFrame:
 
 QUERIES = {
     "persons_by_gender": (
-        lambda s: s.table("person").group_by("gender_concept_id")
-        .aggregate(n=ibis._.count(), mean_yob=ibis._.year_of_birth.mean()),
+        lambda s: (
+            s.table("person")
+            .group_by("gender_concept_id")
+            .aggregate(n=ibis._.count(), mean_yob=ibis._.year_of_birth.mean())
+        ),
         ["gender_concept_id"],
     ),
     "measurement_stats": (
-        lambda s: s.table("measurement").group_by(["measurement_concept_id", "unit_concept_id"])
-        .aggregate(n=ibis._.count(), total=ibis._.value_as_number.sum(),
-                   lo=ibis._.value_as_number.min(), hi=ibis._.value_as_number.max(),
-                   first=ibis._.measurement_date.min(), last=ibis._.measurement_date.max()),
+        lambda s: (
+            s.table("measurement")
+            .group_by(["measurement_concept_id", "unit_concept_id"])
+            .aggregate(
+                n=ibis._.count(),
+                total=ibis._.value_as_number.sum(),
+                lo=ibis._.value_as_number.min(),
+                hi=ibis._.value_as_number.max(),
+                first=ibis._.measurement_date.min(),
+                last=ibis._.measurement_date.max(),
+            )
+        ),
         ["measurement_concept_id", "unit_concept_id"],
     ),
     "conditions_by_ancestor": (
-        lambda s: s.table("condition_occurrence").join(
-            s.table("concept_ancestor"),
-            ibis._.condition_concept_id == s.table("concept_ancestor").descendant_concept_id,
-        ).group_by("ancestor_concept_id").aggregate(persons=ibis._.person_id.nunique()),
+        lambda s: (
+            s.table("condition_occurrence")
+            .join(
+                s.table("concept_ancestor"),
+                ibis._.condition_concept_id == s.table("concept_ancestor").descendant_concept_id,
+            )
+            .group_by("ancestor_concept_id")
+            .aggregate(persons=ibis._.person_id.nunique())
+        ),
         ["ancestor_concept_id"],
     ),
     "drug_days": (
-        lambda s: s.table("drug_exposure").mutate(
-            days=ibis._.drug_exposure_end_date.delta(ibis._.drug_exposure_start_date, unit="day")
-        ).group_by("drug_concept_id").aggregate(n=ibis._.count(), days=ibis._.days.sum()),
+        lambda s: (
+            s.table("drug_exposure")
+            .mutate(
+                days=ibis._.drug_exposure_end_date.delta(
+                    ibis._.drug_exposure_start_date, unit="day"
+                )
+            )
+            .group_by("drug_concept_id")
+            .aggregate(n=ibis._.count(), days=ibis._.days.sum())
+        ),
         ["drug_concept_id"],
     ),
     "visits_per_year": (
-        lambda s: s.table("visit_occurrence").mutate(y=ibis._.visit_start_date.year())
-        .group_by(["y", "visit_concept_id"]).aggregate(n=ibis._.count()),
+        lambda s: (
+            s.table("visit_occurrence")
+            .mutate(y=ibis._.visit_start_date.year())
+            .group_by(["y", "visit_concept_id"])
+            .aggregate(n=ibis._.count())
+        ),
         ["y", "visit_concept_id"],
     ),
 }

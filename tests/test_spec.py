@@ -71,3 +71,10 @@ def test_shares_must_sum_to_one(tmp_path: Path) -> None:
         (tmp_path / f"{other}.yaml").write_bytes((SPEC_DIR / f"{other}.yaml").read_bytes())
     with pytest.raises(SpecError, match=r"shares sum to 1\.25"):
         load_site_specs(str(tmp_path))
+
+
+def test_empty_spec_file_is_a_clear_error(tmp_path: Path) -> None:
+    p = tmp_path / "empty.yaml"
+    p.write_text("", encoding="utf-8")
+    with pytest.raises(SpecError, match="must be a YAML mapping"):
+        load_site_spec(p)

@@ -21,10 +21,22 @@ from clinnova_explore.synth.generate import site_counts
 
 PERSONS = 600
 CUT = dt.date(2025, 12, 31)
-RANGES = {c.EDSS: (0, 10), c.DAS28_CRP: (0.96, 9.4), c.CRP: (0, 300),
-          c.FECAL_CALPROTECTIN: (5, 3000), c.HEMOGLOBIN: (6, 20), c.BODY_WEIGHT: (35, 200)}
-CANON = {c.EDSS: "{score}", c.DAS28_CRP: "{score}", c.CRP: "mg/L",
-         c.FECAL_CALPROTECTIN: "ug/g", c.HEMOGLOBIN: "g/dL", c.BODY_WEIGHT: "kg"}
+RANGES = {
+    c.EDSS: (0, 10),
+    c.DAS28_CRP: (0.96, 9.4),
+    c.CRP: (0, 300),
+    c.FECAL_CALPROTECTIN: (5, 3000),
+    c.HEMOGLOBIN: (6, 20),
+    c.BODY_WEIGHT: (35, 200),
+}
+CANON = {
+    c.EDSS: "{score}",
+    c.DAS28_CRP: "{score}",
+    c.CRP: "mg/L",
+    c.FECAL_CALPROTECTIN: "ug/g",
+    c.HEMOGLOBIN: "g/dL",
+    c.BODY_WEIGHT: "kg",
+}
 HIGH_EFFICACY_ATC = {"L04AA27", "L04AA23", "L04AA36"}
 BAD_NUMBERS = {"n.a.", "1.2.3", "pos.", "?", "1,2,3"}
 PLATFORM_ATC = {"L03AB07", "L03AX13", "L04AA31", "L04AX07"}
@@ -37,8 +49,9 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_same_seed_same_bytes_other_seed_differs(fed, tmp_path):
@@ -67,8 +80,7 @@ def test_persons_per_site_follow_shares(fed):
     for site, spec in specs.items():
         assert truth["sites"][site]["persons"] == expected[site]
         assert abs(expected[site] - PERSONS * spec.share) <= 1
-        name = spec.files["Patient"] if isinstance(spec, FhirSpec) else spec.tables[
-            "patients"].file
+        name = spec.files["Patient"] if isinstance(spec, FhirSpec) else spec.tables["patients"].file
         lines = (root / "raw" / site / name).read_bytes().count(b"\n")
         header = 0 if isinstance(spec, FhirSpec) else 1
         assert lines - header == expected[site]
@@ -88,8 +100,9 @@ def test_headers_encodings_decimals_and_dates(fed):
         for ts in spec.tables.values():
             raw = (root / "raw" / site / ts.file).read_bytes()
             assert raw.startswith(b"\xef\xbb\xbf") == (spec.encoding == "utf-8-sig")
-            text = raw.decode("utf-8-sig" if spec.encoding == "utf-8-sig" else spec.encoding,
-                              errors="replace")
+            text = raw.decode(
+                "utf-8-sig" if spec.encoding == "utf-8-sig" else spec.encoding, errors="replace"
+            )
             header = next(csv.reader(io.StringIO(text), delimiter=spec.delimiter))
             assert header == list(ts.columns.values()), (site, ts.file)
     stras = specs["strasbourg"]
@@ -106,10 +119,15 @@ def test_headers_encodings_decimals_and_dates(fed):
     for site, spec in specs.items():
         if isinstance(spec, SiteSpec):
             pts = spec.tables["patients"]
-            text = (root / "raw" / site / pts.file).read_bytes().decode(
-                "utf-8-sig" if spec.encoding == "utf-8-sig" else spec.encoding)
-            births = [r[pts.columns["birth_date"]] for r in
-                      csv.DictReader(io.StringIO(text), delimiter=spec.delimiter)]
+            text = (
+                (root / "raw" / site / pts.file)
+                .read_bytes()
+                .decode("utf-8-sig" if spec.encoding == "utf-8-sig" else spec.encoding)
+            )
+            births = [
+                r[pts.columns["birth_date"]]
+                for r in csv.DictReader(io.StringIO(text), delimiter=spec.delimiter)
+            ]
             for b in births:
                 dt.datetime.strptime(b, spec.date_format)
 
@@ -133,6 +151,7 @@ def test_fhir_resources_validate(fed):
 
 
 # ---- independent fault detection -------------------------------------------------------
+
 
 def _known_codes(vocabularies: tuple[str, ...], undotted: bool) -> set[str]:
     out: set[str] = set()
@@ -165,8 +184,13 @@ def _detect_csv(root: Path, spec: SiteSpec) -> Counter:
     pts = spec.tables["patients"]
     persons = {}
     for line in read(pts)[1:]:
-        r = dict(zip(pts.columns, next(csv.reader([line.decode(enc)],
-                                                  delimiter=spec.delimiter)), strict=True))
+        r = dict(
+            zip(
+                pts.columns,
+                next(csv.reader([line.decode(enc)], delimiter=spec.delimiter)),
+                strict=True,
+            )
+        )
         persons[r["patient_id"]] = (date(r["birth_date"]), r["death_date"])
     for kind, ts in spec.tables.items():
         if kind == "patients":
@@ -272,11 +296,15 @@ def _detect_fhir(root: Path, spec: FhirSpec) -> Counter:
                 if not lo <= q["value"] <= hi:
                     found[key, "impossible_value"] += 1
                     continue
-            stamp = (r.get("onsetDateTime") or r.get("effectiveDateTime")
-                     or r.get("performedDateTime"))
+            stamp = (
+                r.get("onsetDateTime") or r.get("effectiveDateTime") or r.get("performedDateTime")
+            )
             period = r.get("effectivePeriod") or r.get("period") or {}
-            days = [dt.date.fromisoformat(x) for x in (stamp, period.get("start"),
-                                                        period.get("end")) if x]
+            days = [
+                dt.date.fromisoformat(x)
+                for x in (stamp, period.get("start"), period.get("end"))
+                if x
+            ]
             birth = patients[r["subject"]["reference"]]
             if any(x < birth or x > CUT for x in days):
                 found[key, "date_out_of_range"] += 1
@@ -289,10 +317,10 @@ def _detect_fhir(root: Path, spec: FhirSpec) -> Counter:
 def test_faults_in_truth_are_exactly_the_faulty_lines(fed):
     root, truth = fed
     for site, spec in load_site_specs().items():
-        found = (_detect_fhir(root, spec) if isinstance(spec, FhirSpec)
-                 else _detect_csv(root, spec))
-        listed = Counter(((f["file"], f["line"]), f["kind"]) for f in truth["faults"]
-                         if f["site"] == site)
+        found = _detect_fhir(root, spec) if isinstance(spec, FhirSpec) else _detect_csv(root, spec)
+        listed = Counter(
+            ((f["file"], f["line"]), f["kind"]) for f in truth["faults"] if f["site"] == site
+        )
         assert found == listed, site
         kinds = Counter(k for (_, k) in listed.elements())
         assert min(kinds.values()) >= 3, (site, kinds)
@@ -309,6 +337,7 @@ def test_faults_in_truth_are_exactly_the_faulty_lines(fed):
 
 
 # ---- ground truth recoverable from the files --------------------------------------------
+
 
 def test_confounding_by_indication_visible_in_the_data(fed):
     root, truth = fed
@@ -334,8 +363,11 @@ def test_confounding_by_indication_visible_in_the_data(fed):
         first: dict[str, tuple[dt.date, str]] = {}
         for r in rows("medications"):
             start = day(r["start_date"])
-            if (r["code"] in HIGH_EFFICACY_ATC | PLATFORM_ATC and start is not None
-                    and (r["patient_id"] not in first or start < first[r["patient_id"]][0])):
+            if (
+                r["code"] in HIGH_EFFICACY_ATC | PLATFORM_ATC
+                and start is not None
+                and (r["patient_id"] not in first or start < first[r["patient_id"]][0])
+            ):
                 first[r["patient_id"]] = (start, r["code"])
         edss_codes = {"EDSS"}
         for r in rows("labs"):
@@ -351,8 +383,10 @@ def test_confounding_by_indication_visible_in_the_data(fed):
     ms = truth["effects"]["ms"]
     assert ms["hazard_ratio"] < 0.6
     assert ms["observed"]["crude_rate_ratio"] > ms["hazard_ratio"] + 0.15
-    assert (ms["observed"]["mean_baseline_edss_exposed"]
-            > ms["observed"]["mean_baseline_edss_reference"])
+    assert (
+        ms["observed"]["mean_baseline_edss_exposed"]
+        > ms["observed"]["mean_baseline_edss_reference"]
+    )
     for eff in truth["effects"].values():
         assert set(eff["site_baseline_hazard_multiplier"]) == set(truth["sites"])
         assert {"index", "outcome", "exposed", "reference", "censoring"} <= set(eff)

@@ -37,39 +37,71 @@ EXPECTED_MAPPINGS: list[tuple[str, str, int, str]] = [
         (v, code, target, COND)
         for v in ("ICD10", "CIM10")
         for code, target in [
-            ("G35", c.MULTIPLE_SCLEROSIS), ("M05.9", c.SEROPOSITIVE_RA),
-            ("M06.9", c.RHEUMATOID_ARTHRITIS), ("K50.0", c.CROHNS_DISEASE),
-            ("K50.1", c.CROHNS_DISEASE), ("K50.9", c.CROHNS_DISEASE),
-            ("K51.0", c.ULCERATIVE_COLITIS), ("K51.9", c.ULCERATIVE_COLITIS),
-            ("J18.9", c.PNEUMONIA), ("A41.9", c.SEPSIS), ("I10", c.HYPERTENSION),
-            ("E11.9", c.TYPE_2_DIABETES), ("F32.9", c.DEPRESSION),
+            ("G35", c.MULTIPLE_SCLEROSIS),
+            ("M05.9", c.SEROPOSITIVE_RA),
+            ("M06.9", c.RHEUMATOID_ARTHRITIS),
+            ("K50.0", c.CROHNS_DISEASE),
+            ("K50.1", c.CROHNS_DISEASE),
+            ("K50.9", c.CROHNS_DISEASE),
+            ("K51.0", c.ULCERATIVE_COLITIS),
+            ("K51.9", c.ULCERATIVE_COLITIS),
+            ("J18.9", c.PNEUMONIA),
+            ("A41.9", c.SEPSIS),
+            ("I10", c.HYPERTENSION),
+            ("E11.9", c.TYPE_2_DIABETES),
+            ("F32.9", c.DEPRESSION),
         ]
     ],
     *[
         ("ICD10GM", code, target, COND)
         for code, target in [
-            ("G35.0", c.MULTIPLE_SCLEROSIS), ("G35.10", c.RRMS), ("G35.11", c.RRMS),
-            ("G35.20", c.PPMS), ("G35.21", c.PPMS), ("G35.30", c.SPMS), ("G35.31", c.SPMS),
-            ("G35.9", c.MULTIPLE_SCLEROSIS), ("M05.90", c.SEROPOSITIVE_RA),
-            ("M06.00", c.RHEUMATOID_ARTHRITIS), ("M06.90", c.RHEUMATOID_ARTHRITIS),
-            ("K50.0", c.CROHNS_DISEASE), ("K50.1", c.CROHNS_DISEASE),
-            ("K50.8", c.CROHNS_DISEASE), ("K50.9", c.CROHNS_DISEASE),
-            ("K51.0", c.ULCERATIVE_COLITIS), ("K51.2", c.ULCERATIVE_COLITIS),
-            ("K51.5", c.ULCERATIVE_COLITIS), ("K51.9", c.ULCERATIVE_COLITIS),
-            ("J18.9", c.PNEUMONIA), ("A41.9", c.SEPSIS), ("I10.90", c.HYPERTENSION),
-            ("E11.90", c.TYPE_2_DIABETES), ("F32.9", c.DEPRESSION),
+            ("G35.0", c.MULTIPLE_SCLEROSIS),
+            ("G35.10", c.RRMS),
+            ("G35.11", c.RRMS),
+            ("G35.20", c.PPMS),
+            ("G35.21", c.PPMS),
+            ("G35.30", c.SPMS),
+            ("G35.31", c.SPMS),
+            ("G35.9", c.MULTIPLE_SCLEROSIS),
+            ("M05.90", c.SEROPOSITIVE_RA),
+            ("M06.00", c.RHEUMATOID_ARTHRITIS),
+            ("M06.90", c.RHEUMATOID_ARTHRITIS),
+            ("K50.0", c.CROHNS_DISEASE),
+            ("K50.1", c.CROHNS_DISEASE),
+            ("K50.8", c.CROHNS_DISEASE),
+            ("K50.9", c.CROHNS_DISEASE),
+            ("K51.0", c.ULCERATIVE_COLITIS),
+            ("K51.2", c.ULCERATIVE_COLITIS),
+            ("K51.5", c.ULCERATIVE_COLITIS),
+            ("K51.9", c.ULCERATIVE_COLITIS),
+            ("J18.9", c.PNEUMONIA),
+            ("A41.9", c.SEPSIS),
+            ("I10.90", c.HYPERTENSION),
+            ("E11.90", c.TYPE_2_DIABETES),
+            ("F32.9", c.DEPRESSION),
         ]
     ],
     *[
         ("ATC", code, target, "Drug")
         for code, target in [
-            ("L04AA23", c.NATALIZUMAB), ("L04AA36", c.OCRELIZUMAB), ("L04AA27", c.FINGOLIMOD),
-            ("L04AA31", c.TERIFLUNOMIDE), ("L04AX07", c.DIMETHYL_FUMARATE),
-            ("L03AB07", c.INTERFERON_BETA_1A), ("L03AX13", c.GLATIRAMER),
-            ("L04AX03", c.METHOTREXATE), ("L04AB04", c.ADALIMUMAB), ("L04AB01", c.ETANERCEPT),
-            ("L04AC07", c.TOCILIZUMAB), ("L04AA29", c.TOFACITINIB), ("A07EC02", c.MESALAMINE),
-            ("L04AX01", c.AZATHIOPRINE), ("L04AB02", c.INFLIXIMAB), ("L04AA33", c.VEDOLIZUMAB),
-            ("L04AC05", c.USTEKINUMAB), ("H02AB06", c.PREDNISOLONE),
+            ("L04AA23", c.NATALIZUMAB),
+            ("L04AA36", c.OCRELIZUMAB),
+            ("L04AA27", c.FINGOLIMOD),
+            ("L04AA31", c.TERIFLUNOMIDE),
+            ("L04AX07", c.DIMETHYL_FUMARATE),
+            ("L03AB07", c.INTERFERON_BETA_1A),
+            ("L03AX13", c.GLATIRAMER),
+            ("L04AX03", c.METHOTREXATE),
+            ("L04AB04", c.ADALIMUMAB),
+            ("L04AB01", c.ETANERCEPT),
+            ("L04AC07", c.TOCILIZUMAB),
+            ("L04AA29", c.TOFACITINIB),
+            ("A07EC02", c.MESALAMINE),
+            ("L04AX01", c.AZATHIOPRINE),
+            ("L04AB02", c.INFLIXIMAB),
+            ("L04AA33", c.VEDOLIZUMAB),
+            ("L04AC05", c.USTEKINUMAB),
+            ("H02AB06", c.PREDNISOLONE),
         ]
     ],
     ("LOINC", "1988-5", c.CRP, "Measurement"),
@@ -81,15 +113,23 @@ EXPECTED_MAPPINGS: list[tuple[str, str, int, str]] = [
     *[
         ("CLX_LAB_STRASBOURG", code, target, "Measurement")
         for code, target in [
-            ("CRP", c.CRP), ("CALPRO", c.FECAL_CALPROTECTIN), ("HB", c.HEMOGLOBIN),
-            ("POIDS", c.BODY_WEIGHT), ("EDSS", c.EDSS), ("DAS28CRP", c.DAS28_CRP),
+            ("CRP", c.CRP),
+            ("CALPRO", c.FECAL_CALPROTECTIN),
+            ("HB", c.HEMOGLOBIN),
+            ("POIDS", c.BODY_WEIGHT),
+            ("EDSS", c.EDSS),
+            ("DAS28CRP", c.DAS28_CRP),
         ]
     ],
     *[
         ("CLX_LAB_FREIBURG", code, target, "Measurement")
         for code, target in [
-            ("CRP_S", c.CRP), ("CALP_ST", c.FECAL_CALPROTECTIN), ("HB_B", c.HEMOGLOBIN),
-            ("GEW", c.BODY_WEIGHT), ("EDSS", c.EDSS), ("DAS28", c.DAS28_CRP),
+            ("CRP_S", c.CRP),
+            ("CALP_ST", c.FECAL_CALPROTECTIN),
+            ("HB_B", c.HEMOGLOBIN),
+            ("GEW", c.BODY_WEIGHT),
+            ("EDSS", c.EDSS),
+            ("DAS28", c.DAS28_CRP),
         ]
     ],
     ("SNOMED", "23968004", c.COLECTOMY, "Procedure"),
@@ -118,28 +158,93 @@ NAMED_DOMAINS: dict[str, str] = {
     **dict.fromkeys(["INPATIENT_VISIT", "OUTPATIENT_VISIT", "ER_VISIT"], "Visit"),
     "EHR": "Type Concept",
     **dict.fromkeys(
-        ["MULTIPLE_SCLEROSIS", "RRMS", "SPMS", "PPMS", "RHEUMATOID_ARTHRITIS", "SEROPOSITIVE_RA",
-         "IBD", "CROHNS_DISEASE", "ULCERATIVE_COLITIS", "PNEUMONIA", "SEPSIS", "HYPERTENSION",
-         "TYPE_2_DIABETES", "DEPRESSION"], "Condition"),
+        [
+            "MULTIPLE_SCLEROSIS",
+            "RRMS",
+            "SPMS",
+            "PPMS",
+            "RHEUMATOID_ARTHRITIS",
+            "SEROPOSITIVE_RA",
+            "IBD",
+            "CROHNS_DISEASE",
+            "ULCERATIVE_COLITIS",
+            "PNEUMONIA",
+            "SEPSIS",
+            "HYPERTENSION",
+            "TYPE_2_DIABETES",
+            "DEPRESSION",
+        ],
+        "Condition",
+    ),
     **dict.fromkeys(["MS_RELAPSE", "RA_FLARE", "IBD_FLARE"], "Observation"),
     **dict.fromkeys(
-        ["INTERFERON_BETA_1A", "GLATIRAMER", "TERIFLUNOMIDE", "DIMETHYL_FUMARATE", "FINGOLIMOD",
-         "NATALIZUMAB", "OCRELIZUMAB", "METHOTREXATE", "ADALIMUMAB", "ETANERCEPT", "TOCILIZUMAB",
-         "TOFACITINIB", "MESALAMINE", "AZATHIOPRINE", "INFLIXIMAB", "VEDOLIZUMAB", "USTEKINUMAB",
-         "PREDNISOLONE"], "Drug"),
+        [
+            "INTERFERON_BETA_1A",
+            "GLATIRAMER",
+            "TERIFLUNOMIDE",
+            "DIMETHYL_FUMARATE",
+            "FINGOLIMOD",
+            "NATALIZUMAB",
+            "OCRELIZUMAB",
+            "METHOTREXATE",
+            "ADALIMUMAB",
+            "ETANERCEPT",
+            "TOCILIZUMAB",
+            "TOFACITINIB",
+            "MESALAMINE",
+            "AZATHIOPRINE",
+            "INFLIXIMAB",
+            "VEDOLIZUMAB",
+            "USTEKINUMAB",
+            "PREDNISOLONE",
+        ],
+        "Drug",
+    ),
     **dict.fromkeys(
-        ["MS_DMT", "MS_DMT_HIGH_EFFICACY", "MS_DMT_PLATFORM", "CSDMARD", "BDMARD", "TSDMARD",
-         "ANTI_TNF", "IBD_ADVANCED_THERAPY", "AMINOSALICYLATE", "THIOPURINE"], "Drug"),
+        [
+            "MS_DMT",
+            "MS_DMT_HIGH_EFFICACY",
+            "MS_DMT_PLATFORM",
+            "CSDMARD",
+            "BDMARD",
+            "TSDMARD",
+            "ANTI_TNF",
+            "IBD_ADVANCED_THERAPY",
+            "AMINOSALICYLATE",
+            "THIOPURINE",
+        ],
+        "Drug",
+    ),
     **dict.fromkeys(
         ["EDSS", "DAS28_CRP", "CRP", "FECAL_CALPROTECTIN", "HEMOGLOBIN", "BODY_WEIGHT"],
-        "Measurement"),
+        "Measurement",
+    ),
     **dict.fromkeys(["COLECTOMY", "BOWEL_RESECTION", "MRI_BRAIN"], "Procedure"),
     **dict.fromkeys(
-        ["UNIT_MG_PER_L", "UNIT_MG_PER_DL", "UNIT_UG_PER_G", "UNIT_G_PER_L", "UNIT_G_PER_DL",
-         "UNIT_KG", "UNIT_SCORE"], "Unit"),
+        [
+            "UNIT_MG_PER_L",
+            "UNIT_MG_PER_DL",
+            "UNIT_UG_PER_G",
+            "UNIT_G_PER_L",
+            "UNIT_G_PER_DL",
+            "UNIT_KG",
+            "UNIT_SCORE",
+        ],
+        "Unit",
+    ),
 }
-CLASSES = {"MS_DMT", "MS_DMT_HIGH_EFFICACY", "MS_DMT_PLATFORM", "CSDMARD", "BDMARD", "TSDMARD",
-           "ANTI_TNF", "IBD_ADVANCED_THERAPY", "AMINOSALICYLATE", "THIOPURINE"}
+CLASSES = {
+    "MS_DMT",
+    "MS_DMT_HIGH_EFFICACY",
+    "MS_DMT_PLATFORM",
+    "CSDMARD",
+    "BDMARD",
+    "TSDMARD",
+    "ANTI_TNF",
+    "IBD_ADVANCED_THERAPY",
+    "AMINOSALICYLATE",
+    "THIOPURINE",
+}
 
 
 @pytest.fixture(scope="module")
@@ -223,8 +328,12 @@ def test_every_source_concept_maps_exactly_once(vocab: dict[str, pd.DataFrame]) 
     sources = concept.loc[concept["standard_concept"].isna() & (concept["concept_id"] != 0)]
     assert (counts.reindex(sources["concept_id"]).fillna(0) == 1).all()
     mapped_from = set(
-        zip(*rel.loc[rel["relationship_id"] == "Mapped from", ["concept_id_2", "concept_id_1"]]
-            .T.values, strict=True)
+        zip(
+            *rel.loc[
+                rel["relationship_id"] == "Mapped from", ["concept_id_2", "concept_id_1"]
+            ].T.values,
+            strict=True,
+        )
     )
     assert set(zip(maps["concept_id_1"], maps["concept_id_2"], strict=True)) == mapped_from
 
@@ -246,8 +355,9 @@ def test_concept_ancestor_is_transitive_closure(vocab: dict[str, pd.DataFrame]) 
     rel = vocab["concept_relationship"]
     hier_ids = set(concept.loc[concept["standard_concept"].isin(["S", "C"]), "concept_id"])
     children: dict[int, set[int]] = defaultdict(set)
-    for p, ch in rel.loc[rel["relationship_id"] == "Subsumes", ["concept_id_1", "concept_id_2"]] \
-            .itertuples(index=False):
+    for p, ch in rel.loc[
+        rel["relationship_id"] == "Subsumes", ["concept_id_1", "concept_id_2"]
+    ].itertuples(index=False):
         children[p].add(ch)
     expected: dict[tuple[int, int], tuple[int, int]] = {}
     for a in hier_ids:
@@ -258,8 +368,10 @@ def test_concept_ancestor_is_transitive_closure(vocab: dict[str, pd.DataFrame]) 
             expected[(a, node)] = (min(lo, depth), max(hi, depth))
             stack.extend((ch, depth + 1) for ch in children[node])
     got = {
-        (r.ancestor_concept_id, r.descendant_concept_id):
-            (r.min_levels_of_separation, r.max_levels_of_separation)
+        (r.ancestor_concept_id, r.descendant_concept_id): (
+            r.min_levels_of_separation,
+            r.max_levels_of_separation,
+        )
         for r in anc.itertuples(index=False)
     }
     assert len(got) == len(anc)
@@ -272,9 +384,16 @@ def test_hierarchies() -> None:
     assert descendants(c.IBD) == {c.IBD, c.CROHNS_DISEASE, c.ULCERATIVE_COLITIS}
     assert descendants(c.RHEUMATOID_ARTHRITIS) == {c.RHEUMATOID_ARTHRITIS, c.SEROPOSITIVE_RA}
     assert descendants(c.MS_DMT_PLATFORM) - {c.MS_DMT_PLATFORM} == {
-        c.INTERFERON_BETA_1A, c.GLATIRAMER, c.TERIFLUNOMIDE, c.DIMETHYL_FUMARATE}
+        c.INTERFERON_BETA_1A,
+        c.GLATIRAMER,
+        c.TERIFLUNOMIDE,
+        c.DIMETHYL_FUMARATE,
+    }
     assert descendants(c.MS_DMT_HIGH_EFFICACY) - {c.MS_DMT_HIGH_EFFICACY} == {
-        c.FINGOLIMOD, c.NATALIZUMAB, c.OCRELIZUMAB}
+        c.FINGOLIMOD,
+        c.NATALIZUMAB,
+        c.OCRELIZUMAB,
+    }
     assert descendants(c.ANTI_TNF) - {c.ANTI_TNF} == {c.ADALIMUMAB, c.ETANERCEPT, c.INFLIXIMAB}
     bdmard = descendants(c.BDMARD)
     assert {c.ADALIMUMAB, c.ETANERCEPT, c.TOCILIZUMAB, c.INFLIXIMAB} <= bdmard
@@ -282,7 +401,11 @@ def test_hierarchies() -> None:
     assert descendants(c.CSDMARD) == {c.CSDMARD, c.METHOTREXATE}
     assert descendants(c.TSDMARD) == {c.TSDMARD, c.TOFACITINIB}
     assert descendants(c.IBD_ADVANCED_THERAPY) - {c.IBD_ADVANCED_THERAPY} == {
-        c.INFLIXIMAB, c.ADALIMUMAB, c.VEDOLIZUMAB, c.USTEKINUMAB}
+        c.INFLIXIMAB,
+        c.ADALIMUMAB,
+        c.VEDOLIZUMAB,
+        c.USTEKINUMAB,
+    }
     assert descendants(c.AMINOSALICYLATE) == {c.AMINOSALICYLATE, c.MESALAMINE}
     assert descendants(c.THIOPURINE) == {c.THIOPURINE, c.AZATHIOPRINE}
     assert {c.MS_DMT, c.MS_DMT_HIGH_EFFICACY} <= ancestors(c.NATALIZUMAB)
@@ -324,9 +447,12 @@ def test_labels_in_site_language(concept: pd.DataFrame) -> None:
 
 def test_named_ranges_and_canonical_units() -> None:
     assert c.CANONICAL_UNIT == {
-        c.CRP: c.UNIT_MG_PER_L, c.FECAL_CALPROTECTIN: c.UNIT_UG_PER_G,
-        c.HEMOGLOBIN: c.UNIT_G_PER_DL, c.BODY_WEIGHT: c.UNIT_KG,
-        c.EDSS: c.UNIT_SCORE, c.DAS28_CRP: c.UNIT_SCORE,
+        c.CRP: c.UNIT_MG_PER_L,
+        c.FECAL_CALPROTECTIN: c.UNIT_UG_PER_G,
+        c.HEMOGLOBIN: c.UNIT_G_PER_DL,
+        c.BODY_WEIGHT: c.UNIT_KG,
+        c.EDSS: c.UNIT_SCORE,
+        c.DAS28_CRP: c.UNIT_SCORE,
     }
     assert c.PLAUSIBLE_RANGE[c.EDSS] == (0.0, 10.0)
     assert all(low < high for low, high in c.PLAUSIBLE_RANGE.values())
@@ -344,8 +470,10 @@ def test_write_vocabulary_round_trip(tmp_path, vocab: dict[str, pd.DataFrame]) -
         assert table.schema() == SCHEMAS[name]
         assert table.count().execute() == len(frame)
     back = con.table("concept").order_by("concept_id").execute()
-    assert back["concept_name"].tolist() == vocab["concept"].sort_values("concept_id")[
-        "concept_name"].tolist()
+    assert (
+        back["concept_name"].tolist()
+        == vocab["concept"].sort_values("concept_id")["concept_name"].tolist()
+    )
     with pytest.raises(Exception, match=r"(?i)exist"):
         write_vocabulary(con, overwrite=False)
 
@@ -359,8 +487,15 @@ def test_ucum_ids_match_named_units() -> None:
 
 @pytest.mark.parametrize(
     ("src", "dst", "factor"),
-    [("mg/dL", "mg/L", 10.0), ("mg/L", "mg/dL", 0.1), ("g/L", "g/dL", 0.1),
-     ("g/dL", "g/L", 10.0), ("kg", "kg", 1.0), ("{score}", "{score}", 1.0), ("ug/g", "ug/g", 1.0)],
+    [
+        ("mg/dL", "mg/L", 10.0),
+        ("mg/L", "mg/dL", 0.1),
+        ("g/L", "g/dL", 0.1),
+        ("g/dL", "g/L", 10.0),
+        ("kg", "kg", 1.0),
+        ("{score}", "{score}", 1.0),
+        ("ug/g", "ug/g", 1.0),
+    ],
 )
 def test_conversion_factor(src: str, dst: str, factor: float) -> None:
     assert conversion_factor(src, dst) == factor
@@ -384,8 +519,11 @@ def test_shipped_csvs_equal_a_fresh_run_of_the_generator(tmp_path: Path) -> None
     import sys
 
     root = Path(__file__).resolve().parent.parent
-    subprocess.run([sys.executable, str(root / "tools" / "build_vocabulary.py"), str(tmp_path)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(root / "tools" / "build_vocabulary.py"), str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     shipped = root / "clinnova_explore" / "cdm" / "data"
     names = sorted(p.name for p in tmp_path.glob("*.csv"))
     assert names == sorted(p.name for p in shipped.glob("*.csv"))

@@ -17,5 +17,12 @@ from clinnova_explore.harmonize.build import (
 from clinnova_explore.harmonize.errors import HarmonizeError
 from clinnova_explore.harmonize.run import harmonize_all
 
-__all__ = ["HarmonizeError", "HarmonizeReport", "harmonize_all", "harmonize_fhir_bundle",
-           "harmonize_site", "read_quarantine", "read_reconciliation"]
+__all__ = [
+    "HarmonizeError",
+    "HarmonizeReport",
+    "harmonize_all",
+    "harmonize_fhir_bundle",
+    "harmonize_site",
+    "read_quarantine",
+    "read_reconciliation",
+]

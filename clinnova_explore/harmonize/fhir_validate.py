@@ -33,19 +33,31 @@ from pydantic import TypeAdapter, ValidationError
 
 __all__ = ["ResourceValidator", "error_path"]
 
-_DATETIME_KEYS = ("deceasedDateTime", "effectiveDateTime", "onsetDateTime", "recordedDate",
-                  "performedDateTime", "authoredOn", "start", "end", "dateAsserted",
-                  "abatementDateTime")
+_DATETIME_KEYS = (
+    "deceasedDateTime",
+    "effectiveDateTime",
+    "onsetDateTime",
+    "recordedDate",
+    "performedDateTime",
+    "authoredOn",
+    "start",
+    "end",
+    "dateAsserted",
+    "abatementDateTime",
+)
 _STRING_KIND = {"id": "id", "reference": "string", "display": "string", "birthDate": "date"}
 _STRING_KIND.update(dict.fromkeys(_DATETIME_KEYS, "dateTime"))
 _JSON_STRING = r'"[^"\\]*(?:\\.[^"\\]*)*"'
 #: ``{"key":"value"`` or ``,"key":"value"`` for a volatile string key.
-_STRINGS = re.compile(r'([{,]\s*")(' + "|".join(_STRING_KIND) + r')("\s*:\s*)(' + _JSON_STRING
-                      + ")")
+_STRINGS = re.compile(
+    r'([{,]\s*")(' + "|".join(_STRING_KIND) + r')("\s*:\s*)(' + _JSON_STRING + ")"
+)
 #: The number directly in ``"valueQuantity":{...}`` (no nested object before it).
-_DECIMAL = re.compile(r'("valueQuantity"\s*:\s*\{(?:[^{}]*?,)?\s*"value"\s*:\s*)'
-                      r"(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)")
-_ADAPTERS = {
+_DECIMAL = re.compile(
+    r'("valueQuantity"\s*:\s*\{(?:[^{}]*?,)?\s*"value"\s*:\s*)'
+    r"(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)"
+)
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "id": TypeAdapter(ft.IdType),
     "string": TypeAdapter(ft.StringType),
     "date": TypeAdapter(ft.DateType),
@@ -118,7 +130,7 @@ class ResourceValidator:
         m = _DECIMAL.search(key)
         if m is not None:
             decimal = m.group(2)
-            key = f"{key[:m.start(2)]}1{key[m.end(2):]}"
+            key = f"{key[: m.start(2)]}1{key[m.end(2) :]}"
         verdict = self._shapes.get(key, "")
         if verdict == "":
             verdict = self._shapes[key] = self._full(rtype, json.loads(key))

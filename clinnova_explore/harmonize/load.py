@@ -3,7 +3,9 @@
 Ids are assigned in file order (``row_number() OVER (ORDER BY line)``), so a rebuild from the
 same files gives the same ids. Codes are looked up through ``vocabulary.source_to_standard``
 in the order of the table's vocabularies (undotted codes were dotted during staging); among
-several ``Maps to`` targets the lowest standard concept id wins, so no row is duplicated.
+several ``Maps to`` targets the lowest standard concept id wins, so no row is duplicated. A FHIR
+resource with several known codings (:mod:`.fhir`) takes the first, in the spec's priority order,
+that maps to a standard concept; its code is the source value (the first coding's if none maps).
 
 **Domain rule.** A row goes to the CDM table of its *standard concept's domain* (Condition ->
 condition_occurrence, Drug -> drug_exposure, Procedure -> procedure_occurrence, Measurement ->
@@ -25,27 +27,39 @@ import pandas as pd
 from clinnova_explore.cdm import concepts as C
 from clinnova_explore.cdm import units as U
 from clinnova_explore.cdm.vocabulary import source_to_standard
+from clinnova_explore.harmonize.fhir import CODE_SEP
 from clinnova_explore.harmonize.staging import lit
 
 __all__ = ["DOMAIN_TABLE", "KIND_TABLE", "load_cdm"]
 
-KIND_TABLE = {"diagnoses": "condition_occurrence", "medications": "drug_exposure",
-              "labs": "measurement", "procedures": "procedure_occurrence",
-              "events": "observation"}
-DOMAIN_TABLE = {"Condition": "condition_occurrence", "Drug": "drug_exposure",
-                "Procedure": "procedure_occurrence", "Measurement": "measurement",
-                "Observation": "observation"}
+KIND_TABLE = {
+    "diagnoses": "condition_occurrence",
+    "medications": "drug_exposure",
+    "labs": "measurement",
+    "procedures": "procedure_occurrence",
+    "events": "observation",
+}
+DOMAIN_TABLE = {
+    "Condition": "condition_occurrence",
+    "Drug": "drug_exposure",
+    "Procedure": "procedure_occurrence",
+    "Measurement": "measurement",
+    "Observation": "observation",
+}
 EHR = C.EHR
-SOURCE_VALUE = {"person": "gender_source_value", "visit_occurrence": "visit_source_value",
-                "condition_occurrence": "condition_source_value",
-                "drug_exposure": "drug_source_value",
-                "procedure_occurrence": "procedure_source_value",
-                "measurement": "measurement_source_value",
-                "observation": "observation_source_value"}
+SEP = lit(CODE_SEP)
+SOURCE_VALUE = {
+    "person": "gender_source_value",
+    "visit_occurrence": "visit_source_value",
+    "condition_occurrence": "condition_source_value",
+    "drug_exposure": "drug_source_value",
+    "procedure_occurrence": "procedure_source_value",
+    "measurement": "measurement_source_value",
+    "observation": "observation_source_value",
+}
 
 
-def _unit_rule(native: str, concept_id: int, units: Mapping[str, str] | None
-               ) -> tuple[float, int]:
+def _unit_rule(native: str, concept_id: int, units: Mapping[str, str] | None) -> tuple[float, int]:
     """(factor, unit_concept_id) for a native unit string of a measured concept."""
     ucum = units.get(native) if units is not None else (native if native in U.UCUM else None)
     if ucum is None or ucum not in U.UCUM:
@@ -54,6 +68,8 @@ def _unit_rule(native: str, concept_id: int, units: Mapping[str, str] | None
     if canonical is None:
         return 1.0, U.UCUM[ucum]
     target = next((code for code, cid in U.UCUM.items() if cid == canonical), None)
+    if target is None:
+        return 1.0, U.UCUM[ucum]
     try:
         return U.conversion_factor(ucum, target), canonical
     except (ValueError, KeyError, TypeError):
@@ -61,46 +77,66 @@ def _unit_rule(native: str, concept_id: int, units: Mapping[str, str] | None
 
 
 def _code_map(con: duckdb.DuckDBPyConnection) -> None:
-    vocabs = {v for (key,) in con.execute("SELECT DISTINCT vocab_key FROM evt").fetchall()
-              for v in (key or "").split("|") if v}
+    vocabs = {
+        v
+        for (key,) in con.execute("SELECT DISTINCT vocab_key FROM evt").fetchall()
+        for v in (key or "").split("|")
+        if v
+    }
     frames = [source_to_standard(v) for v in sorted(vocabs)]
-    s2s = (pd.concat(frames, ignore_index=True) if frames else
-           pd.DataFrame({"vocabulary_id": pd.Series(dtype=str),
-                         "source_code": pd.Series(dtype=str),
-                         "source_concept_id": pd.Series(dtype="int64"),
-                         "standard_concept_id": pd.Series(dtype="int64")}))
+    s2s = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(
+            {
+                "vocabulary_id": pd.Series(dtype=str),
+                "source_code": pd.Series(dtype=str),
+                "source_concept_id": pd.Series(dtype="int64"),
+                "standard_concept_id": pd.Series(dtype="int64"),
+            }
+        )
+    )
     con.register("s2s_df", s2s)
-    con.execute("""
+    # A key is a list of vocabularies with one code (delimited sites: the code is looked up
+    # in each vocabulary, the first that knows it wins) or, for FHIR resources with several
+    # known codings, parallel lists of vocabularies and codes (CODE_SEP): there the first
+    # coding that maps to a standard concept wins, and its code becomes the source value.
+    con.execute(f"""
         CREATE OR REPLACE TABLE code_map AS
-        WITH keys AS (SELECT DISTINCT vocab_key, code_norm FROM evt),
+        WITH keys AS (
+            SELECT DISTINCT vocab_key, code_norm, contains(code_norm, {SEP}) AS multi FROM evt),
+        pairs AS (
+            SELECT vocab_key, code_norm, multi,
+                   unnest(range(1, len(string_split(vocab_key, '|')) + 1)) AS pos
+            FROM keys),
         cand AS (
-            SELECT k.vocab_key, k.code_norm, s.source_concept_id,
-                   coalesce(s.standard_concept_id, 0) AS std,
-                   list_position(string_split(k.vocab_key, '|'), s.vocabulary_id) AS pos
-            FROM keys k JOIN s2s_df s
-              ON s.source_code = k.code_norm
-             AND list_contains(string_split(k.vocab_key, '|'), s.vocabulary_id)),
+            SELECT p.vocab_key, p.code_norm, p.multi, p.pos, s.source_code,
+                   s.source_concept_id, coalesce(s.standard_concept_id, 0) AS std
+            FROM pairs p JOIN s2s_df s
+              ON s.vocabulary_id = string_split(p.vocab_key, '|')[p.pos]
+             AND s.source_code = CASE WHEN p.multi
+                                      THEN string_split(p.code_norm, {SEP})[p.pos]
+                                      ELSE p.code_norm END),
         best AS (
-            SELECT *, row_number() OVER (PARTITION BY vocab_key, code_norm
-                                         ORDER BY pos, std = 0, std, source_concept_id) AS rn
+            SELECT *, row_number() OVER (
+                PARTITION BY vocab_key, code_norm
+                ORDER BY multi AND std = 0, pos, std = 0, std, source_concept_id) AS rn
             FROM cand)
         SELECT b.vocab_key, b.code_norm, b.source_concept_id::BIGINT AS src,
-               b.std::BIGINT AS std, c.domain_id
+               b.std::BIGINT AS std, c.domain_id,
+               CASE WHEN b.multi THEN b.source_code END AS pick
         FROM best b LEFT JOIN concept c ON c.concept_id = b.std WHERE rn = 1
     """)
     con.unregister("s2s_df")
 
 
-def load_cdm(con: duckdb.DuckDBPyConnection, files: Mapping[str, str],
-             units: Mapping[str, str] | None) -> None:
+def load_cdm(con: duckdb.DuckDBPyConnection, units: Mapping[str, str] | None) -> None:
     """Fill the CDM tables and ``source_provenance`` from the ``stg_*`` tables.
 
     Parameters
     ----------
     con
         The site database with staged tables and the (empty) CDM tables.
-    files
-        Table kind -> source file name (for observation_period provenance).
     units
         Native unit string -> UCUM code; None when units are already UCUM (FHIR).
     """
@@ -155,13 +191,15 @@ def load_cdm(con: duckdb.DuckDBPyConnection, files: Mapping[str, str],
         LEFT JOIN code_map m USING (vocab_key, code_norm) WHERE e.unit IS NOT NULL""").fetchall()
     rules = [(u, cid, *_unit_rule(u, cid, units)) for u, cid in pairs]
     unit_df = pd.DataFrame(rules, columns=["unit", "std", "factor", "unit_concept_id"]).astype(
-        {"unit": str, "std": "int64", "factor": "float64", "unit_concept_id": "int64"})
+        {"unit": str, "std": "int64", "factor": "float64", "unit_concept_id": "int64"}
+    )
     con.register("unit_df", unit_df)
     default = " ".join(f"WHEN {lit(k)} THEN {lit(t)}" for k, t in KIND_TABLE.items())
     domain = " ".join(f"WHEN {lit(d)} THEN {lit(t)}" for d, t in DOMAIN_TABLE.items())
     x(f"""CREATE OR REPLACE TABLE evt_final AS
         WITH e AS (
-            SELECT e.*, coalesce(m.std, 0) AS std, coalesce(m.src, 0) AS src,
+            SELECT e.* REPLACE (coalesce(m.pick, e.code) AS code),
+                   coalesce(m.std, 0) AS std, coalesce(m.src, 0) AS src,
                    coalesce(CASE m.domain_id {domain} END, CASE e.kind {default} END) AS target,
                    v.visit_occurrence_id,
                    e.value_num * coalesce(u.factor, 1.0) AS value_std,
@@ -181,35 +219,35 @@ def load_cdm(con: duckdb.DuckDBPyConnection, files: Mapping[str, str],
             condition_type_concept_id, visit_occurrence_id, condition_source_value,
             condition_source_concept_id)
         SELECT record_id, person_id, std, start_d, start_d::TIMESTAMP, {EHR},
-               visit_occurrence_id, code, src {sel.format('condition_occurrence')}""")
+               visit_occurrence_id, code, src {sel.format("condition_occurrence")}""")
     x(f"""INSERT INTO drug_exposure (drug_exposure_id, person_id, drug_concept_id,
             drug_exposure_start_date, drug_exposure_start_datetime, drug_exposure_end_date,
             drug_exposure_end_datetime, verbatim_end_date, drug_type_concept_id,
             visit_occurrence_id, drug_source_value, drug_source_concept_id)
         SELECT record_id, person_id, std, start_d, start_d::TIMESTAMP,
                coalesce(end_d, start_d), coalesce(end_d, start_d)::TIMESTAMP, end_d, {EHR},
-               visit_occurrence_id, code, src {sel.format('drug_exposure')}""")
+               visit_occurrence_id, code, src {sel.format("drug_exposure")}""")
     x(f"""INSERT INTO procedure_occurrence (procedure_occurrence_id, person_id,
             procedure_concept_id, procedure_date, procedure_datetime, procedure_type_concept_id,
             visit_occurrence_id, procedure_source_value, procedure_source_concept_id)
         SELECT record_id, person_id, std, start_d, start_d::TIMESTAMP, {EHR},
-               visit_occurrence_id, code, src {sel.format('procedure_occurrence')}""")
+               visit_occurrence_id, code, src {sel.format("procedure_occurrence")}""")
     x(f"""INSERT INTO measurement (measurement_id, person_id, measurement_concept_id,
             measurement_date, measurement_datetime, measurement_type_concept_id,
             value_as_number, unit_concept_id, visit_occurrence_id, measurement_source_value,
             measurement_source_concept_id, unit_source_value, value_source_value)
         SELECT record_id, person_id, std, start_d, start_d::TIMESTAMP, {EHR}, value_std,
                unit_concept_id, visit_occurrence_id, code, src, unit, value_raw
-        {sel.format('measurement')}""")
+        {sel.format("measurement")}""")
     x(f"""INSERT INTO observation (observation_id, person_id, observation_concept_id,
             observation_date, observation_datetime, observation_type_concept_id,
             value_as_number, unit_concept_id, visit_occurrence_id, observation_source_value,
             observation_source_concept_id, unit_source_value, value_source_value)
         SELECT record_id, person_id, std, start_d, start_d::TIMESTAMP, {EHR}, value_std,
                unit_concept_id, visit_occurrence_id, code, src, unit, value_raw
-        {sel.format('observation')}""")
+        {sel.format("observation")}""")
     _observation_period(con)
-    _provenance(con, files)
+    _provenance(con)
 
 
 def _observation_period(con: duckdb.DuckDBPyConnection) -> None:
@@ -231,7 +269,7 @@ def _observation_period(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
-def _provenance(con: duckdb.DuckDBPyConnection, files: Mapping[str, str]) -> None:
+def _provenance(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("""
         INSERT INTO source_provenance
         SELECT 'person', person_id, source_file, _line FROM person_map
@@ -251,7 +289,6 @@ def _provenance(con: duckdb.DuckDBPyConnection, files: Mapping[str, str]) -> Non
         FROM observation_period o JOIN visit_map v USING (person_id)
         GROUP BY ALL
     """)
-    del files
 
 
 def mapping_coverage(con: duckdb.DuckDBPyConnection, site: str) -> None:

@@ -14,13 +14,18 @@ __all__ = ["harmonize_all"]
 
 
 def _one(spec: AnySpec, raw_root: Path, cdm_dir: Path, threads: int) -> HarmonizeReport:
-    return harmonize_site(spec, raw_root / spec.site, cdm_dir / f"{spec.site}.duckdb",
-                          threads=threads)
+    return harmonize_site(
+        spec, raw_root / spec.site, cdm_dir / f"{spec.site}.duckdb", threads=threads
+    )
 
 
-def harmonize_all(raw_root: Path, cdm_dir: Path, specs: Mapping[str, AnySpec] | None = None,
-                  progress: Progress | None = None, workers: int | None = None
-                  ) -> dict[str, HarmonizeReport]:
+def harmonize_all(
+    raw_root: Path,
+    cdm_dir: Path,
+    specs: Mapping[str, AnySpec] | None = None,
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> dict[str, HarmonizeReport]:
     """Harmonize every site into ``cdm_dir/<site>.duckdb``.
 
     Parameters
@@ -46,8 +51,10 @@ def harmonize_all(raw_root: Path, cdm_dir: Path, specs: Mapping[str, AnySpec] | 
     cdm_dir.mkdir(parents=True, exist_ok=True)
     n = workers if workers is not None else min(2, os.cpu_count() or 1, len(specs))
     if n <= 1:
-        return {site: harmonize_site(spec, raw_root / site, cdm_dir / f"{site}.duckdb",
-                                     progress) for site, spec in specs.items()}
+        return {
+            site: harmonize_site(spec, raw_root / site, cdm_dir / f"{site}.duckdb", progress)
+            for site, spec in specs.items()
+        }
     # largest export first: the others share the remaining workers (longest processing time
     # first); each worker's DuckDB gets its share of the cores instead of all of them
     order = sorted(specs, key=lambda s: -_size(raw_root / s))

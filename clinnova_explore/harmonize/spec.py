@@ -158,6 +158,8 @@ def load_site_spec(path: str | Path) -> AnySpec:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise SpecError(f"{p}: cannot read site spec: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{p}: a site spec must be a YAML mapping (site, name, format, ...)")
     model = FhirSpec if raw.get("format") == "fhir-ndjson" else SiteSpec
     try:
         return model.model_validate(raw)

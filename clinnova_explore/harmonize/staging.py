@@ -1,8 +1,9 @@
 """Parse and check staged native rows in DuckDB: the quarantine decision for every row.
 
 Raw rows sit in ``raw_<kind>`` tables (all fields as strings, see :mod:`.reader` and
-:mod:`.fhir`). :func:`stage_kind` turns one into ``stg_<kind>``: cleaned and typed logical
-fields plus ``reason``/``detail``. The first failing check wins, in this order:
+:mod:`.fhir`; ``_nl`` is the number of physical lines of a record). :func:`stage_kind` turns one
+into ``stg_<kind>``: cleaned and typed logical fields plus ``reason``/``detail``. The first
+failing check wins, in this order:
 
 1. ``malformed_line`` / ``invalid_encoding`` / ``invalid_json`` / ``invalid_resource``
    (found while reading);
@@ -60,13 +61,22 @@ def layouts(spec: AnySpec) -> dict[str, KindLayout]:
     out = {}
     for kind, fields in LOGICAL_FIELDS.items():
         if isinstance(spec, FhirSpec):
-            out[kind] = KindLayout(kind, "", {f: f for f in fields}, FHIR_DATE_FORMAT, ".",
-                                   ("",), dict(spec.values))
+            out[kind] = KindLayout(
+                kind, "", {f: f for f in fields}, FHIR_DATE_FORMAT, ".", ("",), dict(spec.values)
+            )
         else:
             t = spec.tables[kind]
-            out[kind] = KindLayout(kind, t.file, dict(t.columns), spec.date_format,
-                                   spec.decimal, tuple(spec.null_values), dict(t.values),
-                                   "|".join(t.vocabulary), t.code_format == "undotted")
+            out[kind] = KindLayout(
+                kind,
+                t.file,
+                dict(t.columns),
+                spec.date_format,
+                spec.decimal,
+                tuple(spec.null_values),
+                dict(t.values),
+                "|".join(t.vocabulary),
+                t.code_format == "undotted",
+            )
     return out
 
 
@@ -86,16 +96,21 @@ def stage_kind(con: duckdb.DuckDBPyConnection, lay: KindLayout) -> None:
     fields = LOGICAL_FIELDS[kind]
     nulls = ", ".join(lit(v) for v in lay.nulls) or "''"
     clean = ",\n".join(
-        f"CASE WHEN trim({f}) IN ({nulls}) THEN NULL ELSE trim({f}) END AS {f}" for f in fields)
+        f"CASE WHEN trim({f}) IN ({nulls}) THEN NULL ELSE trim({f}) END AS {f}" for f in fields
+    )
     fmt = lit(lay.date_format)
     parsed = []
     checks = ["WHEN _pre IS NOT NULL THEN _pre", "WHEN _first < _line THEN 'duplicate'"]
-    details = ["WHEN _pre IS NOT NULL THEN _detail",
-               "WHEN _first < _line THEN format('exact duplicate of line {}', _first)"]
+    details = [
+        "WHEN _pre IS NOT NULL THEN _detail",
+        "WHEN _first < _line THEN format('exact duplicate of line {}', _first)",
+    ]
     for f in REQUIRED[kind]:
         checks.append(f"WHEN {f} IS NULL THEN 'missing_required'")
-        details.append(f"WHEN {f} IS NULL THEN format('required field {f} (column {{}}) is "
-                       f"empty at line {{}}', {lit(lay.columns[f])}, _line)")
+        details.append(
+            f"WHEN {f} IS NULL THEN format('required field {f} (column {{}}) is "
+            f"empty at line {{}}', {lit(lay.columns[f])}, _line)"
+        )
     for f in fields:
         if f in DATE_FIELDS:
             parsed.append(f"try_strptime({f}, {fmt})::DATE AS {f}_d")
@@ -103,17 +118,21 @@ def stage_kind(con: duckdb.DuckDBPyConnection, lay: KindLayout) -> None:
             details.append(
                 f"WHEN {f} IS NOT NULL AND {f}_d IS NULL THEN format('field {f} (column {{}}) "
                 f"value {{}} is not a valid date in format {{}} at line {{}}', "
-                f"{lit(lay.columns[f])}, {f}, {fmt}, _line)")
+                f"{lit(lay.columns[f])}, {f}, {fmt}, _line)"
+            )
     if "value" in fields:
         rx = lit(_number_regex(lay.decimal))
         num = "replace(value, ',', '.')" if lay.decimal == "," else "value"
-        parsed.append(f"CASE WHEN regexp_full_match(value, {rx}) THEN TRY_CAST({num} AS DOUBLE)"
-                      " END AS value_num")
+        parsed.append(
+            f"CASE WHEN regexp_full_match(value, {rx}) THEN TRY_CAST({num} AS DOUBLE)"
+            " END AS value_num"
+        )
         checks.append("WHEN value IS NOT NULL AND value_num IS NULL THEN 'invalid_number'")
         details.append(
             f"WHEN value IS NOT NULL AND value_num IS NULL THEN format('field value (column "
             f"{{}}) value {{}} is not a number with decimal mark {{}} at line {{}}', "
-            f"{lit(lay.columns['value'])}, value, {lit(lay.decimal)}, _line)")
+            f"{lit(lay.columns['value'])}, value, {lit(lay.decimal)}, _line)"
+        )
     for f in ("sex", "visit_type"):
         if f in fields:
             mapping = lay.values.get(f, {})
@@ -123,18 +142,23 @@ def stage_kind(con: duckdb.DuckDBPyConnection, lay: KindLayout) -> None:
             details.append(
                 f"WHEN {f} IS NOT NULL AND {f}_std IS NULL THEN format('field {f} (column {{}}) "
                 f"value {{}} is not one of {{}} at line {{}}', {lit(lay.columns[f])}, {f}, "
-                f"{lit(', '.join(mapping))}, _line)")
+                f"{lit(', '.join(mapping))}, _line)"
+            )
     if "code" in fields:
         code = "code"
         if lay.undotted:
-            code = ("CASE WHEN length(code) > 3 AND NOT contains(code, '.') "
-                    "THEN substr(code, 1, 3) || '.' || substr(code, 4) ELSE code END")
+            code = (
+                "CASE WHEN length(code) > 3 AND NOT contains(code, '.') "
+                "THEN substr(code, 1, 3) || '.' || substr(code, 4) ELSE code END"
+            )
         vocab = lit(lay.vocab_key) if lay.vocab_key is not None else "coalesce(_vocab, '')"
+        if lay.vocab_key is None:  # FHIR: all known codings, in the spec's priority order
+            code = f"coalesce(_codes, {code})"
         parsed.append(f"{code} AS code_norm, {vocab} AS vocab_key")
     con.execute(f"""
         CREATE OR REPLACE TABLE stg_{kind} AS
         WITH c AS (
-            SELECT source_table, source_file, _line, _raw, _pre, _detail, _vocab,
+            SELECT source_table, source_file, _line, _raw, _nl, _pre, _detail, _vocab, _codes,
                    min(_line) OVER (PARTITION BY source_file, _raw) AS _first,
                    {clean}
             FROM raw_{kind}
@@ -161,11 +185,11 @@ def stage_kind(con: duckdb.DuckDBPyConnection, lay: KindLayout) -> None:
                               ELSE 'person_quarantined' END,
                 detail = CASE WHEN k.patient_id IS NULL
                     THEN format('patient id {{}} (column {{}}) at line {{}} is not in the '
-                                'patients file', s.patient_id, {lit(lay.columns['patient_id'])},
+                                'patients file', s.patient_id, {lit(lay.columns["patient_id"])},
                                 s._line)
                     ELSE format('patient id {{}} (column {{}}) at line {{}}: the patient''s line '
                                 '{{}} was quarantined ({{}})', s.patient_id,
-                                {lit(lay.columns['patient_id'])}, s._line, k.first_line,
+                                {lit(lay.columns["patient_id"])}, s._line, k.first_line,
                                 k.first_reason) END
             FROM (SELECT s.patient_id, l.patient_id AS k_pid FROM stg_{kind} s
                   LEFT JOIN stg_patients l ON l.patient_id = s.patient_id AND l.reason IS NULL

@@ -40,8 +40,7 @@ Level = Literal["table", "field", "concept"]
 
 #: Kahn et al. (2016) categories as used by the OHDSI DataQualityDashboard.
 CATEGORIES: tuple[str, ...] = ("conformance", "completeness", "plausibility")
-SUBCATEGORIES: tuple[str, ...] = ("relational", "value", "computational", "temporal",
-                                  "atemporal")
+SUBCATEGORIES: tuple[str, ...] = ("relational", "value", "computational", "temporal", "atemporal")
 
 
 class MissingTableError(LookupError):
@@ -70,11 +69,38 @@ class CheckContext:
         return frozenset(self.con.list_tables())
 
     def has(self, name: str) -> bool:
-        """Whether the site's database has table ``name``."""
+        """Whether the site's database has a table.
+
+        Parameters
+        ----------
+        name
+            Table name.
+
+        Returns
+        -------
+        bool
+            True when the table exists.
+        """
         return name in self.table_names
 
     def table(self, name: str) -> ir.Table:
-        """The lazy ibis table ``name`` (looked up once, then reused)."""
+        """A lazy ibis table of the site (looked up once, then reused).
+
+        Parameters
+        ----------
+        name
+            Table name.
+
+        Returns
+        -------
+        ibis.expr.types.Table
+            The table expression.
+
+        Raises
+        ------
+        MissingTableError
+            When the site's database has no such table.
+        """
         if name not in self._tables:
             if not self.has(name):
                 raise MissingTableError(f"table {name!r} is not in the site database")
@@ -168,12 +194,33 @@ class Check:
 
     @property
     def kind(self) -> str:
-        """The check id up to the first dot, e.g. ``date_out_of_range_future``."""
+        """The check id up to the first dot.
+
+        Examples
+        --------
+        >>> from clinnova_explore.quality import get_check
+        >>> get_check("date_out_of_range_future.measurement").kind
+        'date_out_of_range_future'
+        """
         return self.check_id.split(".", 1)[0]
 
 
 def record_ids(t: ir.Table, table: str) -> ir.Table:
-    """Project rows of CDM ``table`` (or a join carrying its columns) to the violation shape."""
+    """Project rows of a CDM table to the shape of :attr:`Check.violations`.
+
+    Parameters
+    ----------
+    t
+        Rows of CDM ``table``, or of a join carrying its columns.
+    table
+        The CDM table whose primary key becomes ``record_id``.
+
+    Returns
+    -------
+    ibis.expr.types.Table
+        Columns ``record_id`` and ``person_id`` (int64; NULL when ``table`` has no primary
+        key or no ``person_id``), one row per row of ``t``.
+    """
     pk = PRIMARY_KEYS.get(table)
     rid = t[pk].cast("int64") if pk else ibis.null("int64")
     pid = t.person_id.cast("int64") if "person_id" in t.columns else ibis.null("int64")

@@ -10,10 +10,22 @@ __all__ = ["run_sql"]
 
 
 def run_sql(con: ibis.BaseBackend, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Execute ``sql`` (compiled by ibis for this backend); column names and rows.
+    """Execute a query through the backend's DB-API cursor.
 
     Works on every DB-API backend ibis wraps (DuckDB, PostgreSQL, ...); the cursor is closed
     afterwards, except DuckDB's, which is the connection itself.
+
+    Parameters
+    ----------
+    con
+        The ibis backend.
+    sql
+        One query, compiled by ibis for this backend.
+
+    Returns
+    -------
+    tuple of (list of str, list of tuple)
+        The column names and all rows.
     """
     cur = con.raw_sql(sql)
     try:

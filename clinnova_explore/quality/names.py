@@ -21,7 +21,29 @@ def _names() -> dict[int, str]:
 
 
 def concept_label(concept_id: int) -> str:
-    """``"CRP (3020460)"`` for a named concept, ``"mg/L"`` for a unit, else the bare id."""
+    """A readable label for a concept id, for check descriptions.
+
+    Parameters
+    ----------
+    concept_id
+        Any concept id.
+
+    Returns
+    -------
+    str
+        ``"<NAME> (<id>)"`` for a concept named in :mod:`clinnova_explore.cdm.concepts`,
+        the UCUM code for a unit, else the bare id.
+
+    Examples
+    --------
+    >>> from clinnova_explore.cdm import concepts
+    >>> concept_label(concepts.CRP) == f"CRP ({concepts.CRP})"
+    True
+    >>> concept_label(concepts.UNIT_MG_PER_L)
+    'mg/L'
+    >>> concept_label(-1)
+    '-1'
+    """
     name = _names().get(concept_id)
     if name is None:
         return str(concept_id)

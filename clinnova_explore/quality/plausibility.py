@@ -58,8 +58,13 @@ def _dated(ctx: CheckContext, table: str, col: str) -> ir.Table:
 def _before_birth(table: str, col: str) -> Check:
     what = "death" if table == "death" else "event"
     return row_check(
-        f"date_out_of_range_before_birth.{table}", category="plausibility",
-        subcategory="temporal", level="field", cdm_table=table, cdm_field=col, threshold=1,
+        f"date_out_of_range_before_birth.{table}",
+        category="plausibility",
+        subcategory="temporal",
+        level="field",
+        cdm_table=table,
+        cdm_field=col,
+        threshold=1,
         description=f"{what} date {table}.{col} is before the person's birth",
         enrich=("birth",),
         rule=lambda t, _ctx: (t[col].notnull() & t._born.notnull(), t[col] < t._born),
@@ -69,8 +74,13 @@ def _before_birth(table: str, col: str) -> Check:
 def _after_death(table: str, col: str) -> Check:
     grace = ibis.interval(days=DEATH_GRACE_DAYS)
     return row_check(
-        f"date_out_of_range_after_death.{table}", category="plausibility",
-        subcategory="temporal", level="field", cdm_table=table, cdm_field=col, threshold=1,
+        f"date_out_of_range_after_death.{table}",
+        category="plausibility",
+        subcategory="temporal",
+        level="field",
+        cdm_table=table,
+        cdm_field=col,
+        threshold=1,
         description=f"{table}.{col} is more than {DEATH_GRACE_DAYS} days after the person's death",
         enrich=("death",),
         rule=lambda t, _ctx: (t[col].notnull() & t._died.notnull(), t[col] > t._died + grace),
@@ -79,8 +89,13 @@ def _after_death(table: str, col: str) -> Check:
 
 def _future(table: str, col: str) -> Check:
     return row_check(
-        f"date_out_of_range_future.{table}", category="plausibility", subcategory="temporal",
-        level="field", cdm_table=table, cdm_field=col, threshold=1,
+        f"date_out_of_range_future.{table}",
+        category="plausibility",
+        subcategory="temporal",
+        level="field",
+        cdm_table=table,
+        cdm_field=col,
+        threshold=1,
         description=f"{table}.{col} is after the data cut (cdm_source release date or today)",
         rule=lambda t, ctx: (t[col].notnull(), t[col] > ibis.literal(ctx.data_cut)),
     )
@@ -90,23 +105,38 @@ def _outside_observation(table: str, col: str) -> Check:
     def violations(ctx: CheckContext) -> ir.Table:
         t = _dated(ctx, table, col)
         op = ctx.table("observation_period")
-        op = op.select(_pid="person_id", _start="observation_period_start_date",
-                       _end="observation_period_end_date")
+        op = op.select(
+            _pid="person_id",
+            _start="observation_period_start_date",
+            _end="observation_period_end_date",
+        )
         covered = [t.person_id == op._pid, t[col] >= op._start, t[col] <= op._end]
         return record_ids(t.anti_join(op, covered), table)
 
     return Check(
-        f"date_out_of_range_outside_observation.{table}", "plausibility", "temporal", "field",
-        table, col, f"{table}.{col} lies in no observation period of the person", 5,
-        violations=violations, denominator=lambda ctx: _dated(ctx, table, col),
+        f"date_out_of_range_outside_observation.{table}",
+        "plausibility",
+        "temporal",
+        "field",
+        table,
+        col,
+        f"{table}.{col} lies in no observation period of the person",
+        5,
+        violations=violations,
+        denominator=lambda ctx: _dated(ctx, table, col),
         tables=(table, "observation_period"),
     )
 
 
 def _end_before_start(table: str, start: str, end: str) -> Check:
     return row_check(
-        f"end_before_start.{table}", category="plausibility", subcategory="temporal",
-        level="field", cdm_table=table, cdm_field=end, threshold=1,
+        f"end_before_start.{table}",
+        category="plausibility",
+        subcategory="temporal",
+        level="field",
+        cdm_table=table,
+        cdm_field=end,
+        threshold=1,
         description=f"{table}.{end} is before {start}",
         rule=lambda t, _ctx: (t[start].notnull() & t[end].notnull(), t[end] < t[start]),
     )
@@ -124,19 +154,31 @@ def _implausible_value(concept_id: int, low: float, high: float) -> Check:
         return scope, (t.value_as_number < low) | (t.value_as_number > high)
 
     return row_check(
-        f"implausible_value.measurement.{concept_id}", category="plausibility",
-        subcategory="atemporal", level="concept", cdm_table="measurement",
-        cdm_field="value_as_number", threshold=1, rule=rule,
-        description=(f"{concept_label(concept_id)} value is outside {low:g}–{high:g}{unit_txt}"
-                     " (rows in the canonical unit or without unit)"),
+        f"implausible_value.measurement.{concept_id}",
+        category="plausibility",
+        subcategory="atemporal",
+        level="concept",
+        cdm_table="measurement",
+        cdm_field="value_as_number",
+        threshold=1,
+        rule=rule,
+        description=(
+            f"{concept_label(concept_id)} value is outside {low:g}–{high:g}{unit_txt}"
+            " (rows in the canonical unit or without unit)"
+        ),
     )
 
 
 def _age_at_first_observation() -> Check:
     return row_check(
-        "plausible_age_at_first_observation.person", category="plausibility",
-        subcategory="atemporal", level="field", cdm_table="person", cdm_field="year_of_birth",
-        threshold=0, enrich=("first_observation",),
+        "plausible_age_at_first_observation.person",
+        category="plausibility",
+        subcategory="atemporal",
+        level="field",
+        cdm_table="person",
+        cdm_field="year_of_birth",
+        threshold=0,
+        enrich=("first_observation",),
         description=f"person is older than {MAX_AGE} at the first observation",
         rule=lambda t, _ctx: (
             t.year_of_birth.notnull() & t._first_obs.notnull(),
@@ -146,7 +188,18 @@ def _age_at_first_observation() -> Check:
 
 
 def plausibility_checks() -> list[Check]:
-    """All plausibility checks (temporal first, then atemporal)."""
+    """All plausibility checks (temporal first, then atemporal).
+
+    Returns
+    -------
+    list of Check
+        ``date_out_of_range_*``, ``end_before_start``, ``implausible_value``,
+        ``plausible_year_of_birth``, ``plausible_age_at_first_observation`` and
+        ``gender_concept_allowed`` checks. Dates are compared with the data cut
+        (:attr:`~clinnova_explore.quality.check.CheckContext.data_cut`), birth dates with
+        the earliest birth date the person's known birth fields allow
+        (:func:`~clinnova_explore.quality.enrich.earliest_birth`).
+    """
     out: list[Check] = []
     out += [_before_birth(t, c) for t, c in {**EVENT_START, **_PERIOD, **_DEATH}.items()]
     out += [_after_death(t, c) for t, c in {**EVENT_START, **_PERIOD}.items()]
@@ -154,22 +207,40 @@ def plausibility_checks() -> list[Check]:
     out += [_outside_observation(t, c) for t, c in EVENT_START.items()]
     out += [_end_before_start(t, s, e) for t, (s, e) in START_END.items()]
     out += [_implausible_value(cid, lo, hi) for cid, (lo, hi) in PLAUSIBLE_RANGE.items()]
-    out.append(row_check(
-        "plausible_year_of_birth.person", category="plausibility", subcategory="atemporal",
-        level="field", cdm_table="person", cdm_field="year_of_birth", threshold=0,
-        description=f"year_of_birth is before {MIN_YEAR_OF_BIRTH} or after the current year",
-        rule=lambda t, ctx: (
-            t.year_of_birth.notnull(),
-            (t.year_of_birth < MIN_YEAR_OF_BIRTH) | (t.year_of_birth > ctx.today.year),
-        ),
-    ))
+    out.append(
+        row_check(
+            "plausible_year_of_birth.person",
+            category="plausibility",
+            subcategory="atemporal",
+            level="field",
+            cdm_table="person",
+            cdm_field="year_of_birth",
+            threshold=0,
+            description=(
+                f"year_of_birth is before {MIN_YEAR_OF_BIRTH} or after the year of the "
+                "data cut (cdm_source release date or today)"
+            ),
+            rule=lambda t, ctx: (
+                t.year_of_birth.notnull(),
+                (t.year_of_birth < MIN_YEAR_OF_BIRTH) | (t.year_of_birth > ctx.data_cut.year),
+            ),
+        )
+    )
     out.append(_age_at_first_observation())
-    out.append(row_check(
-        "gender_concept_allowed.person", category="plausibility", subcategory="atemporal",
-        level="field", cdm_table="person", cdm_field="gender_concept_id", threshold=0,
-        description=f"gender_concept_id is neither MALE ({MALE}) nor FEMALE ({FEMALE})",
-        rule=lambda t, _ctx: (
-            t.gender_concept_id.notnull(), ~t.gender_concept_id.isin([MALE, FEMALE])
-        ),
-    ))
+    out.append(
+        row_check(
+            "gender_concept_allowed.person",
+            category="plausibility",
+            subcategory="atemporal",
+            level="field",
+            cdm_table="person",
+            cdm_field="gender_concept_id",
+            threshold=0,
+            description=f"gender_concept_id is neither MALE ({MALE}) nor FEMALE ({FEMALE})",
+            rule=lambda t, _ctx: (
+                t.gender_concept_id.notnull(),
+                ~t.gender_concept_id.isin([MALE, FEMALE]),
+            ),
+        )
+    )
     return out

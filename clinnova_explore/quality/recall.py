@@ -23,11 +23,23 @@ __all__ = ["QUALITY_CATCHERS", "recall_against_truth", "truth_faults", "unexplai
 
 #: The check-id prefixes of the faults the quality checks are expected to catch.
 QUALITY_CATCHERS: tuple[str, ...] = (
-    "unmapped_code", "implausible_value", "date_out_of_range", "end_before_start",
+    "unmapped_code",
+    "implausible_value",
+    "date_out_of_range",
+    "end_before_start",
 )
 
-RECALL_COLUMNS = ["site", "file", "line", "table", "kind", "catcher", "found", "where_found",
-                  "elsewhere"]
+RECALL_COLUMNS = [
+    "site",
+    "file",
+    "line",
+    "table",
+    "kind",
+    "catcher",
+    "found",
+    "where_found",
+    "elsewhere",
+]
 
 Key = tuple[str, str, int]
 
@@ -38,7 +50,23 @@ def _file(name: object) -> str:
 
 
 def truth_faults(truth: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The fault list of a ``truth.json`` document (or the list itself)."""
+    """The fault list of a ``truth.json`` document.
+
+    Parameters
+    ----------
+    truth
+        The parsed document (with a ``faults`` list) or the list itself.
+
+    Returns
+    -------
+    list of dict
+        A copy of each fault.
+
+    Raises
+    ------
+    KeyError
+        When a document has no ``faults`` list.
+    """
     if isinstance(truth, Mapping):
         if "faults" not in truth:
             raise KeyError("truth document has no `faults` list; expected synth's truth.json")
@@ -55,8 +83,9 @@ def _violation_index(reports: Mapping[str, QualityReport]) -> dict[Key, set[str]
     index: dict[Key, set[str]] = defaultdict(set)
     for site, report in reports.items():
         v = report.violations.dropna(subset=["source_file", "source_line"])
-        for check_id, f, line in zip(v["check_id"], v["source_file"], v["source_line"],
-                                     strict=True):
+        for check_id, f, line in zip(
+            v["check_id"], v["source_file"], v["source_line"], strict=True
+        ):
             index[(site, _file(f), int(line))].add(str(check_id))
     return index
 
@@ -66,8 +95,9 @@ def _quarantine_index(quarantine: pd.DataFrame) -> dict[Key, set[str]]:
     if quarantine is None or quarantine.empty:
         return index
     q = quarantine.dropna(subset=["source_line"])
-    for site, f, line, reason in zip(q["site"], q["source_file"], q["source_line"],
-                                     q["reason"], strict=True):
+    for site, f, line, reason in zip(
+        q["site"], q["source_file"], q["source_line"], q["reason"], strict=True
+    ):
         index[(str(site), _file(f), int(line))].add(str(reason))
     return index
 
@@ -108,12 +138,19 @@ def recall_against_truth(
         else:
             hits = [f"quarantine:{r}" for r in reasons if r == name]
         others = [f"quality:{c}" for c in checks] + [f"quarantine:{r}" for r in reasons]
-        rows.append({
-            "site": key[0], "file": f["file"], "line": key[2], "table": f.get("table"),
-            "kind": f.get("kind"), "catcher": f["catcher"], "found": bool(hits),
-            "where_found": hits[0] if hits else None,
-            "elsewhere": ", ".join(o for o in others if o not in hits) or None,
-        })
+        rows.append(
+            {
+                "site": key[0],
+                "file": f["file"],
+                "line": key[2],
+                "table": f.get("table"),
+                "kind": f.get("kind"),
+                "catcher": f["catcher"],
+                "found": bool(hits),
+                "where_found": hits[0] if hits else None,
+                "elsewhere": ", ".join(o for o in others if o not in hits) or None,
+            }
+        )
     return pd.DataFrame(rows, columns=RECALL_COLUMNS)
 
 
@@ -126,6 +163,15 @@ def unexplained_violations(
 
     The complement of recall: on synthetic data every such violation is a false alarm
     (or a fault the generator forgot to list).
+
+    Parameters
+    ----------
+    reports
+        Site id -> :class:`QualityReport` (with violations traced to source lines).
+    truth
+        The ``truth.json`` document (or its ``faults`` list).
+    prefixes
+        Check-id prefixes of the checks that catch injected faults.
 
     Returns
     -------

@@ -19,8 +19,13 @@ __all__ = ["CHECKS", "get_check", "select_checks"]
 
 def _build() -> tuple[Check, ...]:
     checks = (
-        *required_checks(), *primary_key_checks(), *foreign_key_checks(), *concept_checks(),
-        *unmapped_code_checks(), *unit_checks(), *completeness_checks(),
+        *required_checks(),
+        *primary_key_checks(),
+        *foreign_key_checks(),
+        *concept_checks(),
+        *unmapped_code_checks(),
+        *unit_checks(),
+        *completeness_checks(),
         *plausibility_checks(),
     )
     ids = [c.check_id for c in checks]
@@ -37,6 +42,16 @@ CHECKS: tuple[Check, ...] = _build()
 def get_check(check_id: str) -> Check:
     """The registered check with this id.
 
+    Parameters
+    ----------
+    check_id
+        A full check id.
+
+    Returns
+    -------
+    Check
+        The check of :data:`CHECKS`.
+
     Raises
     ------
     KeyError
@@ -51,7 +66,25 @@ def get_check(check_id: str) -> Check:
 
 
 def select_checks(*prefixes: str) -> tuple[Check, ...]:
-    """Registered checks whose id starts with any of ``prefixes`` (all when none given)."""
+    """Registered checks whose id starts with any of the given prefixes.
+
+    Parameters
+    ----------
+    *prefixes
+        Check-id prefixes; none selects every check.
+
+    Returns
+    -------
+    tuple of Check
+        In registry order.
+
+    Examples
+    --------
+    >>> [c.check_id for c in select_checks("end_before_start.drug")]
+    ['end_before_start.drug_exposure']
+    >>> len(select_checks()) == len(CHECKS)
+    True
+    """
     if not prefixes:
         return CHECKS
     return tuple(c for c in CHECKS if c.check_id.startswith(prefixes))

@@ -18,13 +18,30 @@ __all__ = [
 
 #: Columns of :attr:`QualityReport.summary` and of the stored ``dq_results`` table.
 RESULT_COLUMNS: tuple[str, ...] = (
-    "site", "check_id", "category", "subcategory", "level", "cdm_table", "cdm_field",
-    "description", "threshold", "num_violated", "num_denominator", "pct_violated", "status",
+    "site",
+    "check_id",
+    "category",
+    "subcategory",
+    "level",
+    "cdm_table",
+    "cdm_field",
+    "description",
+    "threshold",
+    "num_violated",
+    "num_denominator",
+    "pct_violated",
+    "status",
     "error",
 )
 #: Columns of :attr:`QualityReport.violations` and of the stored ``dq_violations`` table.
 VIOLATION_COLUMNS: tuple[str, ...] = (
-    "site", "check_id", "cdm_table", "record_id", "person_id", "source_file", "source_line",
+    "site",
+    "check_id",
+    "cdm_table",
+    "record_id",
+    "person_id",
+    "source_file",
+    "source_line",
 )
 STATUSES: tuple[str, ...] = ("PASS", "FAIL", "ERROR", "NOT_APPLICABLE")
 
@@ -40,9 +57,10 @@ class QualityReport:
     summary
         One row per check (:data:`RESULT_COLUMNS`).
     violations
-        Up to ``violation_limit`` violating rows per check (:data:`VIOLATION_COLUMNS`), with
-        the native file and line each row came from when the site keeps
-        ``source_provenance``.
+        Violating rows (:data:`VIOLATION_COLUMNS`) of up to ``violation_limit`` CDM rows per
+        check, with the native file and line each came from when the site keeps
+        ``source_provenance``: one row per distinct (check, record, provenance line), so a
+        record whose primary key is duplicated is listed once per source line of that key.
     elapsed_s
         Wall time of the run.
     violation_limit
@@ -86,37 +104,75 @@ class QualityReport:
         return self._count("NOT_APPLICABLE")
 
     def to_frame(self) -> pd.DataFrame:
-        """The per-check results as a new DataFrame (same as :attr:`summary`)."""
+        """The per-check results as a new DataFrame.
+
+        Returns
+        -------
+        pandas.DataFrame
+            A copy of :attr:`summary`.
+        """
         return self.summary.copy()
 
     def failing(self) -> pd.DataFrame:
-        """Checks with status FAIL or ERROR, largest violation share first."""
+        """Checks with status FAIL or ERROR.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Rows of :attr:`summary`: errors first, then failures by largest violation share.
+        """
         bad = self.summary[self.summary["status"].isin(["FAIL", "ERROR"])]
-        return bad.sort_values(["status", "pct_violated"], ascending=[False, False],
-                               na_position="first").reset_index(drop=True)
+        return bad.sort_values(
+            ["status", "pct_violated"], ascending=[False, False], na_position="first"
+        ).reset_index(drop=True)
 
     def violations_of(self, check_id: str, *, prefix: bool = False) -> pd.DataFrame:
-        """Violating rows of one check, or of every check whose id starts with ``check_id``
-        when ``prefix`` is true (e.g. ``violations_of("date_out_of_range", prefix=True)``)."""
+        """Violating rows of one check, or of every check whose id starts with a prefix.
+
+        Parameters
+        ----------
+        check_id
+            A check id, or with ``prefix`` the start of check ids (e.g.
+            ``"date_out_of_range"``).
+        prefix
+            Match every check whose id starts with ``check_id``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Rows of :attr:`violations`, renumbered from 0.
+        """
         ids = self.violations["check_id"]
         keep = ids.str.startswith(check_id) if prefix else ids == check_id
         return self.violations[keep].reset_index(drop=True)
 
     def __repr__(self) -> str:
-        return (f"QualityReport(site={self.site_id!r}, checks={len(self.summary)}, "
-                f"passed={self.passed}, failed={self.failed}, errors={self.errors}, "
-                f"not_applicable={self.not_applicable}, elapsed_s={self.elapsed_s:.2f})")
+        return (
+            f"QualityReport(site={self.site_id!r}, checks={len(self.summary)}, "
+            f"passed={self.passed}, failed={self.failed}, errors={self.errors}, "
+            f"not_applicable={self.not_applicable}, elapsed_s={self.elapsed_s:.2f})"
+        )
 
     def _repr_html_(self) -> str:
-        head = (f"<p><b>Data quality at {html.escape(self.site_id)}</b>: "
-                f"{len(self.summary)} checks, {self.passed} passed, {self.failed} failed, "
-                f"{self.errors} errors, {self.not_applicable} not applicable "
-                f"({self.elapsed_s:.2f} s)</p>")
+        head = (
+            f"<p><b>Data quality at {html.escape(self.site_id)}</b>: "
+            f"{len(self.summary)} checks, {self.passed} passed, {self.failed} failed, "
+            f"{self.errors} errors, {self.not_applicable} not applicable "
+            f"({self.elapsed_s:.2f} s)</p>"
+        )
         bad = self.failing()
         if bad.empty:
             return head + "<p>All applicable checks pass.</p>"
-        cols = ["check_id", "status", "num_violated", "num_denominator", "pct_violated",
-                "threshold", "description", "error"]
+        cols = [
+            "check_id",
+            "status",
+            "num_violated",
+            "num_denominator",
+            "pct_violated",
+            "threshold",
+            "description",
+            "error",
+        ]
         table = bad[cols].to_html(index=False, na_rep="", float_format=lambda x: f"{x:.2f}")
         return head + table
 
@@ -137,11 +193,28 @@ def overview(reports: Mapping[str, QualityReport]) -> pd.DataFrame:
         elapsed_s``.
     """
     rows = [
-        {"site": site, "checks": len(r.summary), "passed": r.passed, "failed": r.failed,
-         "errors": r.errors, "not_applicable": r.not_applicable,
-         "violated_rows": int(r.summary["num_violated"].fillna(0).sum()),
-         "elapsed_s": r.elapsed_s}
+        {
+            "site": site,
+            "checks": len(r.summary),
+            "passed": r.passed,
+            "failed": r.failed,
+            "errors": r.errors,
+            "not_applicable": r.not_applicable,
+            "violated_rows": int(r.summary["num_violated"].fillna(0).sum()),
+            "elapsed_s": r.elapsed_s,
+        }
         for site, r in reports.items()
     ]
-    return pd.DataFrame(rows, columns=["site", "checks", "passed", "failed", "errors",
-                                       "not_applicable", "violated_rows", "elapsed_s"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "site",
+            "checks",
+            "passed",
+            "failed",
+            "errors",
+            "not_applicable",
+            "violated_rows",
+            "elapsed_s",
+        ],
+    )

@@ -39,9 +39,27 @@ def row_check(
 ) -> Check:
     """Build a :class:`Check` from a row predicate on its own table.
 
-    ``tables`` lists the other tables the rule's subqueries read; ``enrich`` the per-person
-    columns it needs (their tables are added to the check's dependencies).
+    Parameters
+    ----------
+    check_id, category, subcategory, level, cdm_table, cdm_field, description, threshold
+        As the fields of :class:`Check`.
+    rule
+        ``rule(table, ctx) -> (scope, violated)`` on ``cdm_table`` (with the ``enrich``
+        columns); it must not change the number of rows.
+    tables
+        The other tables the rule's subqueries read.
+    enrich
+        Per-person columns the rule needs (names of
+        :data:`~clinnova_explore.quality.enrich.ENRICHMENTS`); their tables are added to
+        the check's dependencies.
+
+    Returns
+    -------
+    Check
+        A check whose denominator is the rows in scope and whose violations are the rows
+        in scope for which ``violated`` is true.
     """
+
     def _scoped(ctx: CheckContext) -> tuple[ir.Table, ir.BooleanValue | None, ir.BooleanValue]:
         t = enriched(ctx, cdm_table, enrich)
         scope, violated = rule(t, ctx)
@@ -57,9 +75,17 @@ def row_check(
         return record_ids(t.filter(cond), cdm_table)
 
     return Check(
-        check_id=check_id, category=category, subcategory=subcategory, level=level,
-        cdm_table=cdm_table, cdm_field=cdm_field, description=description,
-        threshold=threshold, violations=violations, denominator=denominator,
+        check_id=check_id,
+        category=category,
+        subcategory=subcategory,
+        level=level,
+        cdm_table=cdm_table,
+        cdm_field=cdm_field,
+        description=description,
+        threshold=threshold,
+        violations=violations,
+        denominator=denominator,
         tables=tuple(dict.fromkeys((cdm_table, *tables, *enrichment_tables(enrich)))),
-        rule=rule, enrich=enrich,
+        rule=rule,
+        enrich=enrich,
     )

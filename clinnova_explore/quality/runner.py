@@ -5,6 +5,15 @@ is one query (violations and denominator counted together). Violating rows are t
 in one query, at most ``violation_limit`` per check, joined to ``source_provenance`` so each
 row names its native file and line. A check that fails on the backend is reported with status
 ERROR and the backend's message; the other checks still run.
+
+Counts and rows differ in grain. ``num_violated`` counts CDM rows, exactly. The violation rows
+are distinct ``(check, record, provenance line)`` triples: provenance is keyed by the record's
+primary key only, so when that key is duplicated (which ``is_primary_key`` reports) the CDM
+rows sharing it cannot be told apart, and each distinct ``(record_id, person_id)`` is listed
+once per provenance line of its key, instead of every duplicate joining every line. A key
+duplicated ``n`` times for one person in the CDM and in the provenance thus gives ``n`` rows,
+one per source line, not ``n * n``; without ``source_provenance`` it gives one row. A
+provenance line listed twice is listed once.
 """
 
 from __future__ import annotations
@@ -74,8 +83,7 @@ def _count_batch(ctx: CheckContext, table: str, checks: list[Check]) -> dict[str
     tables = {name for c in checks for name in c.tables}
     row = fetch(ctx, ("batch", tuple(checks)), tables, build)[0]
     return {
-        c.check_id: _Outcome(violated=int(row[f"v{i}"] or 0),
-                             denominator=int(row[f"d{i}"] or 0))
+        c.check_id: _Outcome(violated=int(row[f"v{i}"] or 0), denominator=int(row[f"d{i}"] or 0))
         for i, c in enumerate(checks)
     }
 
@@ -104,25 +112,34 @@ def _count_all(ctx: CheckContext, checks: Iterable[Check]) -> dict[str, _Outcome
 def _violation_rows(ctx: CheckContext, check: Check, limit: int) -> ir.Table:
     v = check.violations(ctx).limit(limit)
     return v.select(
-        check_id=ibis.literal(check.check_id), cdm_table=ibis.literal(check.cdm_table),
-        record_id=v.record_id.cast("int64"), person_id=v.person_id.cast("int64"),
+        check_id=ibis.literal(check.check_id),
+        cdm_table=ibis.literal(check.cdm_table),
+        record_id=v.record_id.cast("int64"),
+        person_id=v.person_id.cast("int64"),
     )
 
 
 def _with_provenance(ctx: CheckContext, rows: ir.Table, provenance: bool) -> ir.Table:
     if not provenance:
-        return rows.mutate(source_file=ibis.null("string"), source_line=ibis.null("int64"))
+        rows = rows.mutate(source_file=ibis.null("string"), source_line=ibis.null("int64"))
+        return rows.distinct()
     p = ctx.table(PROVENANCE)
-    p = p.select(_t=p.cdm_table, _r=p.record_id.cast("int64"),
-                 source_file=p.source_file.cast("string"),
-                 source_line=p.source_line.cast("int64"))
+    p = p.select(
+        _t=p.cdm_table,
+        _r=p.record_id.cast("int64"),
+        source_file=p.source_file.cast("string"),
+        source_line=p.source_line.cast("int64"),
+    )
     j = rows.left_join(p, [rows.cdm_table == p._t, rows.record_id == p._r])
-    return j.select("check_id", "cdm_table", "record_id", "person_id", "source_file",
-                    "source_line")
+    # one row per (check, record, provenance line): see the module docstring
+    return j.select(
+        "check_id", "cdm_table", "record_id", "person_id", "source_file", "source_line"
+    ).distinct()
 
 
-def _fetch_rows(ctx: CheckContext, checks: list[Check], limit: int,
-                provenance: bool) -> pd.DataFrame:
+def _fetch_rows(
+    ctx: CheckContext, checks: list[Check], limit: int, provenance: bool
+) -> pd.DataFrame:
     def build() -> ir.Table:
         parts = [_violation_rows(ctx, c, limit) for c in checks]
         union = parts[0] if len(parts) == 1 else ibis.union(*parts, distinct=False)
@@ -168,18 +185,34 @@ def _summary(site_id: str, checks: list[Check], outcomes: dict[str, _Outcome]) -
     rows = []
     for c in checks:
         o = outcomes[c.check_id]
-        pct = 100.0 * o.violated / o.denominator if o.denominator else float("nan")
-        rows.append({
-            "site": site_id, "check_id": c.check_id, "category": c.category,
-            "subcategory": c.subcategory, "level": c.level, "cdm_table": c.cdm_table,
-            "cdm_field": c.cdm_field, "description": c.description,
-            "threshold": float(c.threshold), "num_violated": o.violated,
-            "num_denominator": o.denominator, "pct_violated": pct, "status": _status(c, o),
-            "error": o.error or o.not_applicable,
-        })
+        pct = 100.0 * (o.violated or 0) / o.denominator if o.denominator else float("nan")
+        rows.append(
+            {
+                "site": site_id,
+                "check_id": c.check_id,
+                "category": c.category,
+                "subcategory": c.subcategory,
+                "level": c.level,
+                "cdm_table": c.cdm_table,
+                "cdm_field": c.cdm_field,
+                "description": c.description,
+                "threshold": float(c.threshold),
+                "num_violated": o.violated,
+                "num_denominator": o.denominator,
+                "pct_violated": pct,
+                "status": _status(c, o),
+                "error": o.error or o.not_applicable,
+            }
+        )
     df = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
-    return df.astype({"num_violated": "Int64", "num_denominator": "Int64",
-                      "pct_violated": "float64", "threshold": "float64"})
+    return df.astype(
+        {
+            "num_violated": "Int64",
+            "num_denominator": "Int64",
+            "pct_violated": "float64",
+            "threshold": "float64",
+        }
+    )
 
 
 def run_checks(
@@ -201,9 +234,11 @@ def run_checks(
     checks
         Checks to run; default all of :data:`~clinnova_explore.quality.CHECKS`.
     violation_limit
-        Largest number of violating rows fetched per check.
+        Largest number of violating CDM rows fetched per check (each listed once per
+        distinct provenance line of its record).
     today
-        Reference date for future-date and year-of-birth checks; default today.
+        "Now"; default the current date. Future-date and year-of-birth checks compare with
+        the data cut, the earlier of this and ``cdm_source.source_release_date``.
 
     Returns
     -------
@@ -224,12 +259,19 @@ def run_checks(
     rows = _fetch_violations(ctx, hits, violation_limit)
     rows.insert(0, "site", site_id)
     rows = rows[list(VIOLATION_COLUMNS)].astype(
-        {"record_id": "Int64", "person_id": "Int64", "source_line": "Int64",
-         "source_file": "object"}
+        {
+            "record_id": "Int64",
+            "person_id": "Int64",
+            "source_line": "Int64",
+            "source_file": "object",
+        }
     )
     return QualityReport(
-        site_id=site_id, summary=_summary(site_id, selected, outcomes), violations=rows,
-        elapsed_s=time.perf_counter() - start, violation_limit=violation_limit,
+        site_id=site_id,
+        summary=_summary(site_id, selected, outcomes),
+        violations=rows,
+        elapsed_s=time.perf_counter() - start,
+        violation_limit=violation_limit,
     )
 
 
@@ -242,5 +284,10 @@ def run_site(site: Site, checks: Iterable[Check] | None = None) -> QualityReport
         A :class:`~clinnova_explore.catalog.Site` of the data catalog.
     checks
         Checks to run; default all.
+
+    Returns
+    -------
+    QualityReport
+        As :func:`run_checks` returns it.
     """
     return run_checks(site.connect(), site.id, checks)

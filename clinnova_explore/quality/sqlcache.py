@@ -44,9 +44,21 @@ class SqlCache:
         self.hits = 0
         self.misses = 0
 
-    def sql(self, ctx: CheckContext, key: Hashable, tables: Iterable[str],
-            build: Callable[[], ir.Table]) -> str:
-        """The SQL of ``build()`` on this site, compiled only when not seen before."""
+    def sql(
+        self, ctx: CheckContext, key: Hashable, tables: Iterable[str], build: Callable[[], ir.Table]
+    ) -> str:
+        """The SQL of ``build()`` on this site, compiled only when not seen before.
+
+        Parameters
+        ----------
+        ctx, key, tables, build
+            As for :func:`fetch`.
+
+        Returns
+        -------
+        str
+            SQL in the dialect of the context's backend.
+        """
         full = (key, _fingerprint(ctx, tables))
         with self._lock:
             sql = self._sql.get(full)
@@ -71,8 +83,9 @@ class SqlCache:
 _CACHE = SqlCache()
 
 
-def fetch(ctx: CheckContext, key: Hashable, tables: Iterable[str],
-          build: Callable[[], ir.Table]) -> list[dict[str, Any]]:
+def fetch(
+    ctx: CheckContext, key: Hashable, tables: Iterable[str], build: Callable[[], ir.Table]
+) -> list[dict[str, Any]]:
     """Run the query ``build()`` at the context's site; rows as dicts.
 
     Parameters
@@ -85,6 +98,11 @@ def fetch(ctx: CheckContext, key: Hashable, tables: Iterable[str],
         Tables the query reads (their schemas are part of the cache key).
     build
         Builds the ibis expression; called only when the SQL is not cached.
+
+    Returns
+    -------
+    list of dict
+        One dict per result row, keyed by column name.
     """
     sql = _CACHE.sql(ctx, key, tables, build)
     names, rows = run_sql(ctx.con, sql)

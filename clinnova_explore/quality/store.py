@@ -16,22 +16,42 @@ __all__ = ["RESULTS_TABLE", "VIOLATIONS_TABLE", "read_results", "store_results"]
 RESULTS_TABLE = "dq_results"
 VIOLATIONS_TABLE = "dq_violations"
 
-_RESULTS_SCHEMA = ibis.schema({
-    "site": "string", "check_id": "string", "category": "string", "subcategory": "string",
-    "level": "string", "cdm_table": "string", "cdm_field": "string", "description": "string",
-    "threshold": "float64", "num_violated": "int64", "num_denominator": "int64",
-    "pct_violated": "float64", "status": "string", "error": "string",
-})
-_VIOLATIONS_SCHEMA = ibis.schema({
-    "site": "string", "check_id": "string", "cdm_table": "string", "record_id": "int64",
-    "person_id": "int64", "source_file": "string", "source_line": "int64",
-})
+_RESULTS_SCHEMA = ibis.schema(
+    {
+        "site": "string",
+        "check_id": "string",
+        "category": "string",
+        "subcategory": "string",
+        "level": "string",
+        "cdm_table": "string",
+        "cdm_field": "string",
+        "description": "string",
+        "threshold": "float64",
+        "num_violated": "int64",
+        "num_denominator": "int64",
+        "pct_violated": "float64",
+        "status": "string",
+        "error": "string",
+    }
+)
+_VIOLATIONS_SCHEMA = ibis.schema(
+    {
+        "site": "string",
+        "check_id": "string",
+        "cdm_table": "string",
+        "record_id": "int64",
+        "person_id": "int64",
+        "source_file": "string",
+        "source_line": "int64",
+    }
+)
 assert tuple(_RESULTS_SCHEMA.names) == RESULT_COLUMNS
 assert tuple(_VIOLATIONS_SCHEMA.names) == VIOLATION_COLUMNS
 
 
-def _replace_site(con: ibis.BaseBackend, name: str, schema: ibis.Schema, site: str,
-                  new: pd.DataFrame) -> None:
+def _replace_site(
+    con: ibis.BaseBackend, name: str, schema: ibis.Schema, site: str, new: pd.DataFrame
+) -> None:
     frame = new[list(schema.names)]
     if name in con.list_tables():
         old = con.table(name)
@@ -53,8 +73,7 @@ def store_results(con_rw: ibis.BaseBackend, report: QualityReport) -> None:
         The report to store; earlier results of the same site are replaced.
     """
     _replace_site(con_rw, RESULTS_TABLE, _RESULTS_SCHEMA, report.site_id, report.summary)
-    _replace_site(con_rw, VIOLATIONS_TABLE, _VIOLATIONS_SCHEMA, report.site_id,
-                  report.violations)
+    _replace_site(con_rw, VIOLATIONS_TABLE, _VIOLATIONS_SCHEMA, report.site_id, report.violations)
 
 
 def read_results(con: ibis.BaseBackend, site: str | None = None) -> QualityReport:
@@ -66,6 +85,11 @@ def read_results(con: ibis.BaseBackend, site: str | None = None) -> QualityRepor
         The database :func:`store_results` wrote to.
     site
         Which site's results; may be omitted when the database holds one site only.
+
+    Returns
+    -------
+    QualityReport
+        The stored summary and violations (``elapsed_s`` is not stored and reads 0).
 
     Raises
     ------

@@ -33,9 +33,10 @@ class CodeTable:
     def pick(self, concept: np.ndarray, number: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Code and label per row, for concept ids and person numbers."""
         pos = np.searchsorted(self.concepts, concept)
-        if pos.size and (np.any(pos >= self.concepts.size)
-                         or np.any(self.concepts[np.minimum(pos, self.concepts.size - 1)]
-                                   != concept)):
+        if pos.size and (
+            np.any(pos >= self.concepts.size)
+            or np.any(self.concepts[np.minimum(pos, self.concepts.size - 1)] != concept)
+        ):
             missing = sorted(set(concept.tolist()) - set(self.concepts.tolist()))
             raise KeyError(f"no source code for standard concept(s) {missing}")
         j = self.offset[pos] + number % self.count[pos]
@@ -57,17 +58,22 @@ def _candidates(concept: int, vocabularies: tuple[str, ...]) -> list[tuple[str, 
             except KeyError:
                 continue
             if concept in below and (best is None or len(below) < best[0]):
-                best = (len(below), list(zip(grp["source_code"], grp["source_concept_id"],
-                                             strict=True)))
+                best = (
+                    len(below),
+                    list(zip(grp["source_code"], grp["source_concept_id"], strict=True)),
+                )
         if best is not None:
             return best[1]
-    raise KeyError(f"vocabularies {list(vocabularies)} cannot express concept {concept} "
-                   "or any of its ancestors; add a source code to cdm/data/concept*.csv")
+    raise KeyError(
+        f"vocabularies {list(vocabularies)} cannot express concept {concept} "
+        "or any of its ancestors; add a source code to cdm/data/concept*.csv"
+    )
 
 
 @cache
-def code_table(concepts: tuple[int, ...], vocabularies: tuple[str, ...],
-               undotted: bool = False) -> CodeTable:
+def code_table(
+    concepts: tuple[int, ...], vocabularies: tuple[str, ...], undotted: bool = False
+) -> CodeTable:
     """Build the :class:`CodeTable` of ``concepts`` for a site's ``vocabularies``."""
     ids = sorted(set(concepts))
     codes: list[str] = []
@@ -80,13 +86,21 @@ def code_table(concepts: tuple[int, ...], vocabularies: tuple[str, ...],
         for code, source_id in cands:
             codes.append(code.replace(".", "") if undotted else code)
             labels.append(vocabulary.concept_name(int(source_id)))
-    return CodeTable(np.array(ids, dtype=np.int64), np.array(offset, dtype=np.int64),
-                     np.array(count, dtype=np.int64), np.array(codes, dtype=object),
-                     np.array(labels, dtype=object))
+    return CodeTable(
+        np.array(ids, dtype=np.int64),
+        np.array(offset, dtype=np.int64),
+        np.array(count, dtype=np.int64),
+        np.array(codes, dtype=object),
+        np.array(labels, dtype=object),
+    )
 
 
-_UNMAPPED = {"diagnoses": "U99.8", "medications": "V99ZZ99", "labs": "XLAB999",
-             "procedures": "ZZ99.99"}
+_UNMAPPED = {
+    "diagnoses": "U99.8",
+    "medications": "V99ZZ99",
+    "labs": "XLAB999",
+    "procedures": "ZZ99.99",
+}
 
 
 def unmapped_code(table: str, vocabularies: tuple[str, ...], undotted: bool = False) -> str:

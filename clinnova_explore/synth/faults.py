@@ -76,12 +76,22 @@ FHIR_KINDS: dict[str, tuple[str, ...]] = {
 }
 
 #: Impossible canonical values per measurement (outside every plausible range).
-IMPOSSIBLE = {c.EDSS: 14.5, c.DAS28_CRP: 12.5, c.CRP: -5.0, c.FECAL_CALPROTECTIN: -20.0,
-              c.HEMOGLOBIN: 45.0, c.BODY_WEIGHT: 900.0}
+IMPOSSIBLE = {
+    c.EDSS: 14.5,
+    c.DAS28_CRP: 12.5,
+    c.CRP: -5.0,
+    c.FECAL_CALPROTECTIN: -20.0,
+    c.HEMOGLOBIN: 45.0,
+    c.BODY_WEIGHT: 900.0,
+}
 
 
-def plan_faults(rng: np.random.Generator, kinds: dict[str, tuple[str, ...]],
-                rows: dict[str, int], first_chunk: bool) -> dict[str, list[str]]:
+def plan_faults(
+    rng: np.random.Generator,
+    kinds: dict[str, tuple[str, ...]],
+    rows: dict[str, int],
+    first_chunk: bool,
+) -> dict[str, list[str]]:
     """Decide which fault kinds go into which table for one chunk.
 
     Parameters

@@ -48,16 +48,16 @@ def patient_ids(site: str, numbers: np.ndarray) -> np.ndarray:
 def visit_ids(site: str, numbers: np.ndarray, seq: np.ndarray) -> np.ndarray:
     """Native visit identifiers, unique within a site."""
     pat = _ID_FORMATS[site][1]
-    return np.array([pat.format(n=int(n), s=int(s)) for n, s in zip(numbers, seq, strict=True)],
-                    dtype=object)
+    return np.array(
+        [pat.format(n=int(n), s=int(s)) for n, s in zip(numbers, seq, strict=True)], dtype=object
+    )
 
 
 @cache
 def date_strings(fmt: str) -> np.ndarray:
     """Every day from 1900-01-01 to 2100-12-31 written with ``fmt`` (index: day - base)."""
     n = (_LAST - _FIRST).days + 1
-    return np.array([(_FIRST + dt.timedelta(days=i)).strftime(fmt) for i in range(n)],
-                    dtype=object)
+    return np.array([(_FIRST + dt.timedelta(days=i)).strftime(fmt) for i in range(n)], dtype=object)
 
 
 def format_dates(days: np.ndarray, fmt: str, null: str) -> np.ndarray:
@@ -82,9 +82,14 @@ _UNIT_CHOICES = {
 CANONICAL = {k: v[0] for k, v in _UNIT_CHOICES.items()}
 #: Decimals written per (measurement, UCUM unit); canonical values are pre-rounded to match.
 DECIMALS = {
-    (c.CRP, "mg/L"): 1, (c.CRP, "mg/dL"): 2, (c.FECAL_CALPROTECTIN, "ug/g"): 0,
-    (c.HEMOGLOBIN, "g/dL"): 1, (c.HEMOGLOBIN, "g/L"): 0, (c.BODY_WEIGHT, "kg"): 1,
-    (c.EDSS, "{score}"): 1, (c.DAS28_CRP, "{score}"): 2,
+    (c.CRP, "mg/L"): 1,
+    (c.CRP, "mg/dL"): 2,
+    (c.FECAL_CALPROTECTIN, "ug/g"): 0,
+    (c.HEMOGLOBIN, "g/dL"): 1,
+    (c.HEMOGLOBIN, "g/L"): 0,
+    (c.BODY_WEIGHT, "kg"): 1,
+    (c.EDSS, "{score}"): 1,
+    (c.DAS28_CRP, "{score}"): 2,
 }
 
 
@@ -103,8 +108,9 @@ def site_unit(concept: int, site_units: dict[str, str] | None) -> tuple[str, str
     raise KeyError(f"site units {site_units} have no unit for measurement concept {concept}")
 
 
-def format_values(concept: np.ndarray, value: np.ndarray, site_units: dict[str, str] | None,
-                  decimal: str = ".") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def format_values(
+    concept: np.ndarray, value: np.ndarray, site_units: dict[str, str] | None, decimal: str = "."
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Convert canonical values to the site's units and write them.
 
     Returns

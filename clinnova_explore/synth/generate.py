@@ -35,8 +35,7 @@ def site_counts(persons: int, shares: dict[str, float]) -> dict[str, int]:
     return out
 
 
-def generate(out_dir: Path, persons: int, seed: int = 42,
-             progress: Progress | None = None) -> dict:
+def generate(out_dir: Path, persons: int, seed: int = 42, progress: Progress | None = None) -> dict:
     """Write a synthetic five-site federation: native exports plus ``truth.json``.
 
     Parameters
@@ -65,8 +64,11 @@ def generate(out_dir: Path, persons: int, seed: int = 42,
     lines: dict[str, dict[str, int]] = {}
     for site_no, (site, spec) in enumerate(specs.items()):
         directory = out_dir / "raw" / site
-        writer = (FhirSiteWriter(spec, directory) if isinstance(spec, FhirSpec)
-                  else CsvSiteWriter(spec, directory))
+        writer = (
+            FhirSiteWriter(spec, directory)
+            if isinstance(spec, FhirSpec)
+            else CsvSiteWriter(spec, directory)
+        )
         total = counts[site]
         for chunk, first in enumerate(range(0, total, CHUNK)):
             n = min(CHUNK, total - first)
@@ -75,8 +77,12 @@ def generate(out_dir: Path, persons: int, seed: int = 42,
             co = simulate_course(rng, site, pe)
             tables = build_tables(rng, pe, co)
             numbers = np.arange(first, first + n)
-            writer.write_chunk(numbers, tables, np.random.default_rng([seed, site_no, chunk, 1]),
-                               first_chunk=chunk == 0)
+            writer.write_chunk(
+                numbers,
+                tables,
+                np.random.default_rng([seed, site_no, chunk, 1]),
+                first_chunk=chunk == 0,
+            )
             acc.add(site, pe, co)
             if progress is not None:
                 progress(site, first + n, total)
@@ -98,14 +104,18 @@ def generate(out_dir: Path, persons: int, seed: int = 42,
         "data_cut": p.DATA_CUT_DATE.isoformat(),
         "sites": sites,
         "effects": effects,
-        "mortality": {"model": "Gompertz h(age) = b * exp(g * age_years) per year",
-                      "b": p.GOMPERTZ_B, "g": p.GOMPERTZ_G,
-                      "role": "competing event for every outcome"},
+        "mortality": {
+            "model": "Gompertz h(age) = b * exp(g * age_years) per year",
+            "b": p.GOMPERTZ_B,
+            "g": p.GOMPERTZ_G,
+            "role": "competing event for every outcome",
+        },
         "loss_to_follow_up_per_year": p.LOSS_TO_FOLLOW_UP_PER_YEAR,
         "faults": faults,
         "fault_counts": fault_summary(faults),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "truth.json").write_text(json.dumps(truth, sort_keys=True, indent=1) + "\n",
-                                        encoding="utf-8")
+    (out_dir / "truth.json").write_text(
+        json.dumps(truth, sort_keys=True, indent=1) + "\n", encoding="utf-8"
+    )
     return json.loads(json.dumps(truth, sort_keys=True))

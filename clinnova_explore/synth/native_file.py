@@ -41,8 +41,9 @@ class NativeFile:
         CSV header row (line 1); NDJSON files have none.
     """
 
-    def __init__(self, path: Path, encoding: str, delimiter: str | None,
-                 header: list[str] | None = None) -> None:
+    def __init__(
+        self, path: Path, encoding: str, delimiter: str | None, header: list[str] | None = None
+    ) -> None:
         self.path = path
         self.name = path.name
         self.fh: IO[bytes] = path.open("wb")
@@ -57,8 +58,9 @@ class NativeFile:
 
     def _csv(self, rows: list) -> str:
         buf = io.StringIO()
-        csv.writer(buf, delimiter=self.delimiter or ",", lineterminator="\n",
-                   quoting=csv.QUOTE_MINIMAL).writerows(rows)
+        csv.writer(
+            buf, delimiter=self.delimiter or ",", lineterminator="\n", quoting=csv.QUOTE_MINIMAL
+        ).writerows(rows)
         return buf.getvalue()
 
     def _write_text(self, text: str) -> None:
@@ -81,7 +83,7 @@ class NativeFile:
         positions = [i.position for i in inserts]
         done = 0
         for ins in inserts:
-            self._segment(rows[done:ins.position])
+            self._segment(rows[done : ins.position])
             done = ins.position
             detail = ins.detail
             if ins.source is not None:
@@ -95,9 +97,17 @@ class NativeFile:
             else:
                 self._write_text(self._csv([payload]))
             self.lines += 1
-            records.append({"site": site, "file": self.name, "line": self.lines,
-                            "table": ins.table, "kind": ins.kind,
-                            "catcher": CATCHER[ins.kind], "detail": detail})
+            records.append(
+                {
+                    "site": site,
+                    "file": self.name,
+                    "line": self.lines,
+                    "table": ins.table,
+                    "kind": ins.kind,
+                    "catcher": CATCHER[ins.kind],
+                    "detail": detail,
+                }
+            )
         self._segment(rows[done:])
         return records
 

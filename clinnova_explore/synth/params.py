@@ -52,8 +52,11 @@ DEFAULT_MIX = (0.40, 0.30, 0.30)
 #: Probability of female sex per disease.
 FEMALE = {"ms": 0.70, "ra": 0.75, "ibd": 0.50}
 #: Age at disease onset: normal(mean, sd) clipped to [low, high] years.
-ONSET_AGE = {"ms": (32.0, 7.0, 18.0, 50.0), "ra": (52.0, 10.0, 30.0, 75.0),
-             "ibd": (27.0, 7.0, 15.0, 45.0)}
+ONSET_AGE = {
+    "ms": (32.0, 7.0, 18.0, 50.0),
+    "ra": (52.0, 10.0, 30.0, 75.0),
+    "ibd": (27.0, 7.0, 15.0, 45.0),
+}
 #: Years from onset to the first visit in the window: exponential mean.
 YEARS_ONSET_TO_ENTRY = 2.0
 MS_SUBTYPES = ((c.RRMS, 0.85), (c.PPMS, 0.10), (c.SPMS, 0.05))
@@ -121,13 +124,25 @@ EFFECTS: dict[str, Effect] = {
     "ms": Effect(
         disease="ms",
         exposed={c.FINGOLIMOD: 0.30, c.NATALIZUMAB: 0.30, c.OCRELIZUMAB: 0.40},
-        reference={c.INTERFERON_BETA_1A: 0.30, c.GLATIRAMER: 0.30, c.TERIFLUNOMIDE: 0.20,
-                   c.DIMETHYL_FUMARATE: 0.20},
+        reference={
+            c.INTERFERON_BETA_1A: 0.30,
+            c.GLATIRAMER: 0.30,
+            c.TERIFLUNOMIDE: 0.20,
+            c.DIMETHYL_FUMARATE: 0.20,
+        },
         log_hr=-0.80,
-        coefficients={"baseline_edss": 0.30, "prior_relapses": 0.35, "age_per_10y": -0.15,
-                      "female": 0.10},
-        scaling={"baseline_edss": (3.0, 1.0), "prior_relapses": (0.0, 1.0),
-                 "age_per_10y": (40.0, 10.0), "female": (0.0, 1.0)},
+        coefficients={
+            "baseline_edss": 0.30,
+            "prior_relapses": 0.35,
+            "age_per_10y": -0.15,
+            "female": 0.10,
+        },
+        scaling={
+            "baseline_edss": (3.0, 1.0),
+            "prior_relapses": (0.0, 1.0),
+            "age_per_10y": (40.0, 10.0),
+            "female": (0.0, 1.0),
+        },
         shape=1.1,
         scale_per_year=0.30,
         site_hazard=dict(zip(_SITES, (1.00, 1.25, 0.80, 1.10, 0.90), strict=True)),
@@ -146,8 +161,7 @@ EFFECTS: dict[str, Effect] = {
         reference={c.TOCILIZUMAB: 0.50, c.TOFACITINIB: 0.50},
         log_hr=-0.43,
         coefficients={"baseline_das28": 0.35, "age_per_10y": -0.10, "female": 0.10},
-        scaling={"baseline_das28": (5.0, 1.0), "age_per_10y": (55.0, 10.0),
-                 "female": (0.0, 1.0)},
+        scaling={"baseline_das28": (5.0, 1.0), "age_per_10y": (55.0, 10.0), "female": (0.0, 1.0)},
         shape=1.0,
         scale_per_year=0.40,
         site_hazard=dict(zip(_SITES, (1.00, 0.85, 1.15, 1.05, 0.95), strict=True)),
@@ -165,10 +179,20 @@ EFFECTS: dict[str, Effect] = {
         exposed={c.INFLIXIMAB: 0.55, c.ADALIMUMAB: 0.45},
         reference={c.VEDOLIZUMAB: 0.50, c.USTEKINUMAB: 0.50},
         log_hr=-0.51,
-        coefficients={"log_calprotectin": 0.50, "crp_per_10": 0.15, "crohns": 0.40,
-                      "age_per_10y": -0.10, "female": 0.0},
-        scaling={"log_calprotectin": (5.5, 1.0), "crp_per_10": (10.0, 10.0),
-                 "crohns": (0.0, 1.0), "age_per_10y": (35.0, 10.0), "female": (0.0, 1.0)},
+        coefficients={
+            "log_calprotectin": 0.50,
+            "crp_per_10": 0.15,
+            "crohns": 0.40,
+            "age_per_10y": -0.10,
+            "female": 0.0,
+        },
+        scaling={
+            "log_calprotectin": (5.5, 1.0),
+            "crp_per_10": (10.0, 10.0),
+            "crohns": (0.0, 1.0),
+            "age_per_10y": (35.0, 10.0),
+            "female": (0.0, 1.0),
+        },
         shape=0.9,
         scale_per_year=0.08,
         site_hazard=dict(zip(_SITES, (1.00, 1.20, 0.85, 0.90, 1.10), strict=True)),

@@ -15,14 +15,16 @@ NEVER = np.iinfo(np.int64).max // 4
 Persons = dict[str, np.ndarray]
 
 
-def _clipped_normal(rng: np.random.Generator, spec: tuple[float, float, float, float],
-                    n: int) -> np.ndarray:
+def _clipped_normal(
+    rng: np.random.Generator, spec: tuple[float, float, float, float], n: int
+) -> np.ndarray:
     mean, sd, low, high = spec
     return np.clip(rng.normal(mean, sd, n), low, high)
 
 
-def poisson_times(rng: np.random.Generator, start: np.ndarray, end: np.ndarray,
-                  rate_per_year: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+def poisson_times(
+    rng: np.random.Generator, start: np.ndarray, end: np.ndarray, rate_per_year: np.ndarray | float
+) -> tuple[np.ndarray, np.ndarray]:
     """A Poisson process per person on the day interval ``[start, end)``.
 
     Returns

@@ -36,11 +36,25 @@ def _visits(rng: np.random.Generator, pe: Persons, co: Course) -> dict[str, np.n
     index = co["index"][:, None]
     keep = (days < fu_end[:, None]) & ~((days >= index - p.BASELINE_WINDOW_DAYS) & (days <= index))
     owner_r, col = np.nonzero(keep)
-    parts = [(owner_r, days[owner_r, col], np.full(owner_r.size, OUTPATIENT), REGULAR,
-              np.zeros(owner_r.size, dtype=np.int64))]
+    parts = [
+        (
+            owner_r,
+            days[owner_r, col],
+            np.full(owner_r.size, OUTPATIENT),
+            REGULAR,
+            np.zeros(owner_r.size, dtype=np.int64),
+        )
+    ]
     has = np.nonzero(co["index"] < NEVER)[0]
-    parts.append((has, co["baseline"][has], np.full(has.size, OUTPATIENT), BASELINE,
-                  np.zeros(has.size, dtype=np.int64)))
+    parts.append(
+        (
+            has,
+            co["baseline"][has],
+            np.full(has.size, OUTPATIENT),
+            BASELINE,
+            np.zeros(has.size, dtype=np.int64),
+        )
+    )
 
     eo, ed, ec = co["event_owner"], co["event_day"], co["event_concept"]
     u = rng.random(eo.size)
@@ -49,14 +63,18 @@ def _visits(rng: np.random.Generator, pe: Persons, co: Course) -> dict[str, np.n
     ibd = ec == c.IBD_FLARE
     vt[ibd & (u < p.IBD_FLARE_ADMITTED)] = INPATIENT
     vt[ibd & (u >= p.IBD_FLARE_ADMITTED) & (u < p.IBD_FLARE_ADMITTED + p.IBD_FLARE_EMERGENCY)] = (
-        EMERGENCY)
+        EMERGENCY
+    )
     surgery = np.isin(ec, SURGERIES)
     vt[surgery] = INPATIENT
     parts.append((eo[~surgery], ed[~surgery], vt[~surgery], EVENT, ec[~surgery]))
     parts.append((eo[surgery], ed[surgery], vt[surgery], SURGERY, ec[surgery]))
 
-    after_rate = np.where(co["exposed"], p.SERIOUS_INFECTION_PER_YEAR["strong"],
-                          p.SERIOUS_INFECTION_PER_YEAR["moderate"])
+    after_rate = np.where(
+        co["exposed"],
+        p.SERIOUS_INFECTION_PER_YEAR["strong"],
+        p.SERIOUS_INFECTION_PER_YEAR["moderate"],
+    )
     start = np.minimum(co["index"], fu_end + 1)
     o1, d1 = poisson_times(rng, entry, start, p.SERIOUS_INFECTION_PER_YEAR["none"])
     o2, d2 = poisson_times(rng, start, fu_end + 1, after_rate)
@@ -69,24 +87,44 @@ def _visits(rng: np.random.Generator, pe: Persons, co: Course) -> dict[str, np.n
     died = pe["death"] < NEVER
     all_idx = np.arange(n)
     fin_start = np.where(died, np.maximum(entry, fu_end - rng.integers(1, 11, n)), fu_end)
-    parts.append((all_idx, fin_start, np.where(died, INPATIENT, OUTPATIENT), FINAL,
-                  np.zeros(n, dtype=np.int64)))
+    parts.append(
+        (
+            all_idx,
+            fin_start,
+            np.where(died, INPATIENT, OUTPATIENT),
+            FINAL,
+            np.zeros(n, dtype=np.int64),
+        )
+    )
 
     owner = np.concatenate([a[0] for a in parts])
     start_d = np.concatenate([a[1] for a in parts]).astype(np.int64)
     vtype = np.concatenate([a[2] for a in parts])
     kind = np.concatenate([np.full(a[0].size, a[3]) for a in parts])
     concept = np.concatenate([a[4] for a in parts]).astype(np.int64)
-    los = np.select([kind == SURGERY, kind == INFECTION, kind == ELECTIVE],
-                    [rng.integers(5, 16, owner.size), rng.integers(3, 15, owner.size),
-                     rng.integers(1, 6, owner.size)], rng.integers(2, 9, owner.size))
+    los = np.select(
+        [kind == SURGERY, kind == INFECTION, kind == ELECTIVE],
+        [
+            rng.integers(5, 16, owner.size),
+            rng.integers(3, 15, owner.size),
+            rng.integers(1, 6, owner.size),
+        ],
+        rng.integers(2, 9, owner.size),
+    )
     end_d = np.where(vtype == INPATIENT, np.minimum(start_d + los, fu_end[owner]), start_d)
     end_d = np.where(kind == FINAL, fu_end[owner], end_d)
     order = np.lexsort((kind, start_d, owner))
     owner, start_d, end_d = owner[order], start_d[order], end_d[order]
     first_of_owner = np.searchsorted(owner, owner, side="left")
-    return {"owner": owner, "seq": np.arange(owner.size) - first_of_owner, "type": vtype[order],
-            "start": start_d, "end": end_d, "kind": kind[order], "concept": concept[order]}
+    return {
+        "owner": owner,
+        "seq": np.arange(owner.size) - first_of_owner,
+        "type": vtype[order],
+        "start": start_d,
+        "end": end_d,
+        "kind": kind[order],
+        "concept": concept[order],
+    }
 
 
 def _index_code(pe: Persons, owner: np.ndarray, day: np.ndarray) -> np.ndarray:
@@ -94,24 +132,27 @@ def _index_code(pe: Persons, owner: np.ndarray, day: np.ndarray) -> np.ndarray:
     return np.where(day >= pe["conversion"][owner], c.SPMS, code)
 
 
-def _diagnoses(rng: np.random.Generator, pe: Persons, v: dict[str, np.ndarray]
-               ) -> dict[str, np.ndarray]:
+def _diagnoses(
+    rng: np.random.Generator, pe: Persons, v: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     vi = np.arange(v["owner"].size)
     kind, owner, start = v["kind"], v["owner"], v["start"]
     regular = kind == REGULAR
     index_dx = (regular & ((v["seq"] == 0) | (rng.random(vi.size) < 0.3))) | np.isin(
-        kind, [BASELINE, EVENT, SURGERY, ELECTIVE])
+        kind, [BASELINE, EVENT, SURGERY, ELECTIVE]
+    )
     parts = [(vi[index_dx], _index_code(pe, owner[index_dx], start[index_dx]))]
     infection = kind == INFECTION
     parts.append((vi[infection], v["concept"][infection]))
     n = pe["entry"].size
     span = pe["fu_end"] - pe["entry"]
     for concept, prob in p.COMORBIDITY.items():
+        base: np.ndarray | float = prob
         if concept == c.DEPRESSION:
-            prob = np.where(pe["disease"] == 0, p.DEPRESSION_MS, prob)
+            base = np.where(pe["disease"] == 0, p.DEPRESSION_MS, prob)
         age = (pe["entry"] - pe["birth"]) / 365.25
-        prob = np.clip(prob * (age / 45.0) ** (1.5 if concept != c.DEPRESSION else 0.0), 0, 0.9)
-        has = rng.random(n) < prob
+        risk = np.clip(base * (age / 45.0) ** (1.5 if concept != c.DEPRESSION else 0.0), 0, 0.9)
+        has = rng.random(n) < risk
         onset = np.where(has, pe["entry"] + (rng.random(n) * span).astype(np.int64), NEVER)
         after = regular & (start >= onset[owner])
         # the previous regular visit of the same person (skip non-regular visits)
@@ -124,14 +165,15 @@ def _diagnoses(rng: np.random.Generator, pe: Persons, v: dict[str, np.ndarray]
         coded = first | (after & (rng.random(vi.size) < 0.25))
         parts.append((vi[coded], np.full(coded.sum(), concept)))
     visit = np.concatenate([a[0] for a in parts])
-    concept = np.concatenate([a[1] for a in parts]).astype(np.int64)
-    order = np.lexsort((concept, visit))
-    visit, concept = visit[order], concept[order]
-    return {"owner": owner[visit], "visit": visit, "concept": concept, "date": start[visit]}
+    concepts = np.concatenate([a[1] for a in parts]).astype(np.int64)
+    order = np.lexsort((concepts, visit))
+    visit, concepts = visit[order], concepts[order]
+    return {"owner": owner[visit], "visit": visit, "concept": concepts, "date": start[visit]}
 
 
-def _labs(rng: np.random.Generator, pe: Persons, co: Course, v: dict[str, np.ndarray]
-          ) -> dict[str, np.ndarray]:
+def _labs(
+    rng: np.random.Generator, pe: Persons, co: Course, v: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     n = pe["entry"].size
     kind, owner, day = v["kind"], v["owner"], v["start"]
     vi = np.arange(owner.size)
@@ -154,8 +196,9 @@ def _labs(rng: np.random.Generator, pe: Persons, co: Course, v: dict[str, np.nda
     edss[ms] = edss_at(co, owner[ms], day[ms])
     add(ms, c.EDSS, edss)
 
-    das_ref = np.where(np.isnan(co["das_base"]), np.clip(rng.normal(4.5, 1.0, n), 2.0, 8.0),
-                       co["das_base"])[owner]
+    das_ref = np.where(
+        np.isnan(co["das_base"]), np.clip(rng.normal(4.5, 1.0, n), 2.0, 8.0), co["das_base"]
+    )[owner]
     das = das_ref + rng.normal(0, 0.35, vi.size) - after * 1.8 * (1 - np.exp(-since / 120))
     das = np.where(base, das_ref, np.round(np.clip(das, 1.5, 8.5), 2))
     ra = at & (dis == 1) & (base | (u() < 0.85))
@@ -189,12 +232,18 @@ def _labs(rng: np.random.Generator, pe: Persons, co: Course, v: dict[str, np.nda
     value = np.concatenate([a[2] for a in parts]).astype(float)
     order = np.lexsort((concept, visit))
     visit = visit[order]
-    return {"owner": owner[visit], "visit": visit, "concept": concept[order],
-            "date": day[visit], "value": value[order]}
+    return {
+        "owner": owner[visit],
+        "visit": visit,
+        "concept": concept[order],
+        "date": day[visit],
+        "value": value[order],
+    }
 
 
-def _procedures(rng: np.random.Generator, pe: Persons, v: dict[str, np.ndarray]
-                ) -> dict[str, np.ndarray]:
+def _procedures(
+    rng: np.random.Generator, pe: Persons, v: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     kind, owner = v["kind"], v["owner"]
     vi = np.arange(owner.size)
     ms = pe["disease"][owner] == 0
@@ -212,13 +261,21 @@ def build_tables(rng: np.random.Generator, pe: Persons, co: Course) -> Tables:
     ev = v["kind"] == EVENT
     sel = np.nonzero(ev)[0]
     return {
-        "patients": {"owner": np.arange(pe["entry"].size), "birth": pe["birth"],
-                     "female": pe["female"], "death": pe["death"]},
+        "patients": {
+            "owner": np.arange(pe["entry"].size),
+            "birth": pe["birth"],
+            "female": pe["female"],
+            "death": pe["death"],
+        },
         "visits": v,
         "diagnoses": _diagnoses(rng, pe, v),
         "medications": drug_exposures(rng, pe, co),
         "labs": _labs(rng, pe, co, v),
         "procedures": _procedures(rng, pe, v),
-        "events": {"owner": v["owner"][sel], "visit": sel, "concept": v["concept"][sel],
-                   "date": v["start"][sel]},
+        "events": {
+            "owner": v["owner"][sel],
+            "visit": sel,
+            "concept": v["concept"][sel],
+            "date": v["start"][sel],
+        },
     }

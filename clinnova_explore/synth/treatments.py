@@ -46,8 +46,7 @@ def drug_exposures(rng: np.random.Generator, pe: Persons, co: Course) -> Drugs:
         m &= day <= fu_end
         switch[m] = day[m]
         pool = eff.exposed if name == "ms" else {**eff.exposed, **eff.reference}
-        add(idx[m], _other(rng, pool, co["index_drug"][m]), switch[m],
-            np.full(m.sum(), NEVER))
+        add(idx[m], _other(rng, pool, co["index_drug"][m]), switch[m], np.full(m.sum(), NEVER))
     end = np.where(switch < NEVER, switch - 1, NEVER)
     add(idx[has], co["index_drug"][has], co["index"][has], end[has])
 
@@ -58,8 +57,12 @@ def drug_exposures(rng: np.random.Generator, pe: Persons, co: Course) -> Drugs:
     crohns = pe["subtype"] == c.CROHNS_DISEASE
     ibd = dis == 2
     mesa = ibd & np.where(crohns, rng.random(n) < 0.2, True)
-    add(idx[mesa], c.MESALAMINE, entry[mesa] + rng.integers(0, 31, mesa.sum()),
-        np.full(mesa.sum(), NEVER))
+    add(
+        idx[mesa],
+        c.MESALAMINE,
+        entry[mesa] + rng.integers(0, 31, mesa.sum()),
+        np.full(mesa.sum(), NEVER),
+    )
     aza = ibd & (rng.random(n) < np.where(crohns, 0.8, 0.3))
     stop = np.where(has & (rng.random(n) < 0.5), co["index"] - 1, NEVER)
     add(idx[aza], c.AZATHIOPRINE, entry[aza] + rng.integers(30, 151, aza.sum()), stop[aza])
@@ -76,8 +79,7 @@ def drug_exposures(rng: np.random.Generator, pe: Persons, co: Course) -> Drugs:
             continue
         last_owner, last_start = int(who[i]), int(start[i])
     who, start = who[keep], start[keep]
-    add(who, c.PREDNISOLONE, start,
-        np.minimum(start + p.PREDNISOLONE_COURSE_DAYS, fu_end[who]))
+    add(who, c.PREDNISOLONE, start, np.minimum(start + p.PREDNISOLONE_COURSE_DAYS, fu_end[who]))
 
     o, d, s, e = (np.concatenate(a) for a in zip(*parts, strict=True))
     order = np.lexsort((s, o))

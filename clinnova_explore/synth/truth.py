@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 
 import numpy as np
 
@@ -17,14 +17,14 @@ __all__ = ["TruthAccumulator", "effect_definitions"]
 _DEFINITIONS = {
     "ms": {
         "index": "first start of any MS disease-modifying therapy (medications table; drug "
-                 "class MS_DMT)",
+        "class MS_DMT)",
         "exposed": "high-efficacy DMT at index (fingolimod, natalizumab, ocrelizumab)",
         "reference": "platform DMT at index (interferon beta-1a, glatiramer, teriflunomide, "
-                     "dimethyl fumarate)",
+        "dimethyl fumarate)",
         "outcome": "first MS relapse (events table, MS_RELAPSE) dated after the index date",
         "covariates": {
             "baseline_edss": "EDSS recorded at the baseline visit, the only EDSS measured in "
-                             "the 90 days before (and on) the index date",
+            "the 90 days before (and on) the index date",
             "prior_relapses": "MS relapse events dated in [index - 730 days, index - 1 day]",
             "age_per_10y": "(age at index in years - 40) / 10, age = (index - birth) / 365.25",
             "female": "1 if sex is female",
@@ -32,25 +32,25 @@ _DEFINITIONS = {
     },
     "ra": {
         "index": "first start of a biologic or targeted synthetic DMARD (adalimumab, "
-                 "etanercept, tocilizumab, tofacitinib) after methotrexate",
+        "etanercept, tocilizumab, tofacitinib) after methotrexate",
         "exposed": "anti-TNF at index (adalimumab, etanercept)",
         "reference": "other mode of action at index (tocilizumab, tofacitinib)",
         "outcome": "first RA flare (events table, RA_FLARE) dated after the index date",
         "covariates": {
             "baseline_das28": "DAS28-CRP recorded at the baseline visit (the only DAS28-CRP in "
-                              "the 90 days before and on the index date)",
+            "the 90 days before and on the index date)",
             "age_per_10y": "(age at index - 55) / 10",
             "female": "1 if sex is female",
         },
     },
     "ibd": {
         "index": "first start of an advanced IBD therapy (infliximab, adalimumab, "
-                 "vedolizumab, ustekinumab)",
+        "vedolizumab, ustekinumab)",
         "exposed": "anti-TNF at index (infliximab, adalimumab)",
         "reference": "vedolizumab or ustekinumab at index",
         "outcome": "first IBD surgery (procedures table: COLECTOMY for ulcerative colitis, "
-                   "BOWEL_RESECTION for Crohn's disease) dated after the index date; IBD "
-                   "hospitalizations are not the outcome",
+        "BOWEL_RESECTION for Crohn's disease) dated after the index date; IBD "
+        "hospitalizations are not the outcome",
         "covariates": {
             "log_calprotectin": "ln(fecal calprotectin in ug/g at the baseline visit) - 5.5",
             "crp_per_10": "(CRP in mg/L at the baseline visit - 10) / 10",
@@ -62,18 +62,18 @@ _DEFINITIONS = {
 }
 _COMMON = {
     "censoring": "at the end of follow-up: death (patients death date), loss to follow-up or "
-                 "the data cut 2025-12-31; every person has a final contact visit on that "
-                 "date, so the end of follow-up equals the person's last visit end date. "
-                 "Death is a competing event (cause-specific hazards).",
+    "the data cut 2025-12-31; every person has a final contact visit on that "
+    "date, so the end of follow-up equals the person's last visit end date. "
+    "Death is a competing event (cause-specific hazards).",
     "time_scale": "days from the index date; the outcome day is >= index + 1",
     "model": "Cox proportional hazards stratified by site recovers log_hazard_ratio and the "
-             "coefficients: h(t|x) = h0_site(t) * exp(log_hazard_ratio * exposed + "
-             "sum(coefficients * x)); h0_site(t) = site_hazard * scale * shape * "
-             "t_years**(shape - 1)",
+    "coefficients: h(t|x) = h0_site(t) * exp(log_hazard_ratio * exposed + "
+    "sum(coefficients * x)); h0_site(t) = site_hazard * scale * shape * "
+    "t_years**(shape - 1)",
     "switching": "no drug switch before the first outcome event; afterwards some persons "
-                 "switch (escalation), so the index drug is the drug at risk",
+    "switch (escalation), so the index drug is the drug at risk",
     "baseline_visit": "7-60 days before the index date; no other scheduled visit lies in the "
-                      "90 days before (and on) the index date",
+    "90 days before (and on) the index date",
 }
 
 
@@ -82,23 +82,27 @@ def effect_definitions() -> dict:
     out = {}
     for name, eff in p.EFFECTS.items():
         out[name] = {
-            **_DEFINITIONS[name], **_COMMON,
+            **_DEFINITIONS[name],
+            **_COMMON,
             "log_hazard_ratio": eff.log_hr,
             "hazard_ratio": round(math.exp(eff.log_hr), 6),
             "coefficients": dict(eff.coefficients),
             "covariate_scaling": {k: list(v) for k, v in eff.scaling.items()},
-            "baseline_hazard": {"distribution": "weibull", "shape": eff.shape,
-                                "scale_per_year": eff.scale_per_year},
+            "baseline_hazard": {
+                "distribution": "weibull",
+                "shape": eff.shape,
+                "scale_per_year": eff.scale_per_year,
+            },
             "site_baseline_hazard_multiplier": dict(eff.site_hazard),
             "treatment_choice": {
                 "model": "logistic: P(exposed) = expit(intercept + sum(coefficients * x) + "
-                         "site_offset), x scaled as covariate_scaling",
+                "site_offset), x scaled as covariate_scaling",
                 "intercept": eff.choice_intercept,
                 "coefficients": dict(eff.choice_coefficients),
                 "site_offset": dict(eff.choice_site_offset),
                 "confounding": "sicker persons (higher baseline severity) are more likely to "
-                               "get the exposed drug and have a higher outcome hazard, so the "
-                               "unadjusted hazard ratio is biased toward 1 (or above)",
+                "get the exposed drug and have a higher outcome hazard, so the "
+                "unadjusted hazard ratio is biased toward 1 (or above)",
             },
             "p_reach_index": eff.p_index,
             "index_delay_days": list(eff.index_delay_days),
@@ -112,12 +116,14 @@ class TruthAccumulator:
 
     def __init__(self) -> None:
         self.sites: dict[str, dict] = {}
-        self.obs: dict[str, Counter] = {d: Counter() for d in p.DISEASES}
+        # counts stay int, person-years and severity sums are float
+        self.obs: dict[str, defaultdict[str, float]] = {d: defaultdict(int) for d in p.DISEASES}
 
     def add(self, site: str, pe: Persons, co: Course) -> None:
         """Add one chunk."""
-        s = self.sites.setdefault(site, {"persons": 0, "persons_by_disease": Counter(),
-                                         "deaths": 0})
+        s = self.sites.setdefault(
+            site, {"persons": 0, "persons_by_disease": Counter(), "deaths": 0}
+        )
         s["persons"] += int(pe["entry"].size)
         s["deaths"] += int((pe["death"] < NEVER).sum())
         for k, name in enumerate(p.DISEASES):
@@ -140,22 +146,28 @@ class TruthAccumulator:
         effects = effect_definitions()
         severity = {"ms": "baseline_edss", "ra": "baseline_das28", "ibd": "baseline_calprotectin"}
         for name, o in self.obs.items():
-            obs = {}
+            obs: dict[str, int | float | None] = {}
             for arm in ("exposed", "reference"):
                 n = o[f"n_{arm}"]
                 obs[f"n_{arm}"] = n
                 obs[f"events_{arm}"] = o[f"events_{arm}"]
                 obs[f"person_years_{arm}"] = round(o[f"person_years_{arm}"], 3)
                 obs[f"mean_{severity[name]}_{arm}"] = (
-                    round(o[f"sum_severity_{arm}"] / n, 4) if n else None)
-            rates = [o[f"events_{a}"] / o[f"person_years_{a}"] if o[f"person_years_{a}"] else 0
-                     for a in ("exposed", "reference")]
+                    round(o[f"sum_severity_{arm}"] / n, 4) if n else None
+                )
+            rates = [
+                o[f"events_{a}"] / o[f"person_years_{a}"] if o[f"person_years_{a}"] else 0
+                for a in ("exposed", "reference")
+            ]
             obs["crude_rate_ratio"] = round(rates[0] / rates[1], 4) if rates[1] else None
             effects[name]["observed"] = obs
         sites = {}
         for site, s in self.sites.items():
-            sites[site] = {"persons": s["persons"], "deaths": s["deaths"],
-                           "persons_by_disease": dict(s["persons_by_disease"])}
+            sites[site] = {
+                "persons": s["persons"],
+                "deaths": s["deaths"],
+                "persons_by_disease": dict(s["persons_by_disease"]),
+            }
         return sites, effects
 
 
@@ -165,8 +177,9 @@ def fault_summary(faults: list[dict]) -> dict:
         "total": len(faults),
         "by_kind": dict(sorted(Counter(f["kind"] for f in faults).items())),
         "by_catcher": dict(sorted(Counter(f["catcher"] for f in faults).items())),
-        "by_site": {s: dict(sorted(Counter(f["kind"] for f in faults if f["site"] == s)
-                                   .items()))
-                    for s in sorted({f["site"] for f in faults})},
+        "by_site": {
+            s: dict(sorted(Counter(f["kind"] for f in faults if f["site"] == s).items()))
+            for s in sorted({f["site"] for f in faults})
+        },
         "catchers": dict(CATCHER),
     }

@@ -34,11 +34,21 @@ __all__ = ["FhirSiteWriter"]
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-_RESOURCE = {"visits": "Encounter", "diagnoses": "Condition",
-             "medications": "MedicationStatement", "labs": "Observation",
-             "procedures": "Procedure", "events": "Observation"}
-_VOCAB = {"diagnoses": ("ICD10",), "medications": ("ATC",), "labs": ("LOINC", "CLX_SCORE"),
-          "procedures": ("SNOMED",), "events": ("CLX_EVENT",)}
+_RESOURCE = {
+    "visits": "Encounter",
+    "diagnoses": "Condition",
+    "medications": "MedicationStatement",
+    "labs": "Observation",
+    "procedures": "Procedure",
+    "events": "Observation",
+}
+_VOCAB = {
+    "diagnoses": ("ICD10",),
+    "medications": ("ATC",),
+    "labs": ("LOINC", "CLX_SCORE"),
+    "procedures": ("SNOMED",),
+    "events": ("CLX_EVENT",),
+}
 _CLASS_DISPLAY = {"IMP": "inpatient encounter", "AMB": "ambulatory", "EMER": "emergency"}
 
 
@@ -52,8 +62,9 @@ class FhirSiteWriter:
     def __init__(self, spec: FhirSpec, directory: Path) -> None:
         self.spec = spec
         directory.mkdir(parents=True, exist_ok=True)
-        self.files = {rt: NativeFile(directory / name, spec.encoding, None)
-                      for rt, name in spec.files.items()}
+        self.files = {
+            rt: NativeFile(directory / name, spec.encoding, None) for rt, name in spec.files.items()
+        }
         self.faults: list[dict] = []
         self.chunk = 0
         self.vclass = {lg: nat for nat, lg in spec.values.get("visit_type", {}).items()}
@@ -67,8 +78,10 @@ class FhirSiteWriter:
         code, label = code_table(concepts_of(table), vocabs).pick(concept, number)
         which = _code_vocabulary(vocabs)
         systems = {v: self._system(v) for v in vocabs}
-        return [{"system": systems[which[cd]], "code": cd, "display": lb}
-                for cd, lb in zip(code.tolist(), label.tolist(), strict=True)]
+        return [
+            {"system": systems[which[cd]], "code": cd, "display": lb}
+            for cd, lb in zip(code.tolist(), label.tolist(), strict=True)
+        ]
 
     def _rows(self, numbers: np.ndarray, tb: Tables) -> dict[str, list[str]]:
         pid = patient_ids(self.spec.site, numbers)
@@ -78,23 +91,45 @@ class FhirSiteWriter:
         pt = tb["patients"]
         rows: dict[str, list[str]] = {}
         out = []
-        for p, birth, fem, death in zip(pid, d(pt["birth"]), pt["female"], d(pt["death"]),
-                                        strict=True):
-            r = {"resourceType": "Patient", "id": p,
-                 "identifier": [{"system": "https://chl.lu/fhir/sid/patient-id", "value": p}],
-                 "gender": self.gender["F" if fem else "M"], "birthDate": birth}
+        for p, birth, fem, death in zip(
+            pid, d(pt["birth"]), pt["female"], d(pt["death"]), strict=True
+        ):
+            r = {
+                "resourceType": "Patient",
+                "id": p,
+                "identifier": [{"system": "https://chl.lu/fhir/sid/patient-id", "value": p}],
+                "gender": self.gender["F" if fem else "M"],
+                "birthDate": birth,
+            }
             if death:
                 r["deceasedDateTime"] = death
             out.append(_dumps(r))
         rows["patients"] = out
         cls = [self.vclass[k] for k in ("inpatient", "outpatient", "emergency")]
         rows["visits"] = [
-            _dumps({"resourceType": "Encounter", "id": i, "status": "finished",
-                    "class": {"system": ACT_CODE, "code": cls[t],
-                              "display": _CLASS_DISPLAY.get(cls[t], cls[t])},
-                    "subject": {"reference": ref[o]}, "period": {"start": s, "end": e}})
-            for i, t, o, s, e in zip(vid, v["type"].tolist(), v["owner"].tolist(),
-                                     d(v["start"]), d(v["end"]), strict=True)]
+            _dumps(
+                {
+                    "resourceType": "Encounter",
+                    "id": i,
+                    "status": "finished",
+                    "class": {
+                        "system": ACT_CODE,
+                        "code": cls[t],
+                        "display": _CLASS_DISPLAY.get(cls[t], cls[t]),
+                    },
+                    "subject": {"reference": ref[o]},
+                    "period": {"start": s, "end": e},
+                }
+            )
+            for i, t, o, s, e in zip(
+                vid,
+                v["type"].tolist(),
+                v["owner"].tolist(),
+                d(v["start"]),
+                d(v["end"]),
+                strict=True,
+            )
+        ]
         for table in ("diagnoses", "medications", "labs", "procedures", "events"):
             t = tb[table]
             codings = self._coding(table, t["concept"], numbers[t["owner"]])
@@ -102,49 +137,74 @@ class FhirSiteWriter:
             if table == "medications":
                 ends = d(t["end"])
                 rows[table] = [
-                    _dumps({"resourceType": "MedicationStatement", "id": i,
+                    _dumps(
+                        {
+                            "resourceType": "MedicationStatement",
+                            "id": i,
                             "status": "completed" if e else "active",
                             "medicationCodeableConcept": {"coding": [cd]},
                             "subject": {"reference": ref[o]},
-                            "effectivePeriod": {"start": s, "end": e} if e else {"start": s}})
-                    for i, cd, o, s, e in zip(ids, codings, t["owner"].tolist(), d(t["start"]),
-                                              ends, strict=True)]
+                            "effectivePeriod": {"start": s, "end": e} if e else {"start": s},
+                        }
+                    )
+                    for i, cd, o, s, e in zip(
+                        ids, codings, t["owner"].tolist(), d(t["start"]), ends, strict=True
+                    )
+                ]
                 continue
-            base = [{"resourceType": _RESOURCE[table], "id": i,
-                     "subject": {"reference": ref[o]},
-                     "encounter": {"reference": f"Encounter/{vid[vi]}"}}
-                    for i, o, vi in zip(ids, t["owner"].tolist(), t["visit"].tolist(),
-                                        strict=True)]
+            base: list[dict[str, object]] = [
+                {
+                    "resourceType": _RESOURCE[table],
+                    "id": i,
+                    "subject": {"reference": ref[o]},
+                    "encounter": {"reference": f"Encounter/{vid[vi]}"},
+                }
+                for i, o, vi in zip(ids, t["owner"].tolist(), t["visit"].tolist(), strict=True)
+            ]
             dates = d(t["date"])
             if table == "labs":
                 _, unit, num = format_values(t["concept"], t["value"], None)
-                for r, cd, dt_, u, x in zip(base, codings, dates, unit, num.tolist(),
-                                            strict=True):
-                    r.update({"status": "final", "category": [{"coding": [
-                        {"system": OBS_CATEGORY, "code": "laboratory"}]}],
-                        "code": {"coding": [cd]}, "effectiveDateTime": dt_,
-                        "valueQuantity": {"value": int(x) if x == int(x) else x, "unit": u,
-                                          "system": self.spec.units_system, "code": u}})
+                for r, cd, dt_, u, x in zip(base, codings, dates, unit, num.tolist(), strict=True):
+                    r.update(
+                        {
+                            "status": "final",
+                            "category": [
+                                {"coding": [{"system": OBS_CATEGORY, "code": "laboratory"}]}
+                            ],
+                            "code": {"coding": [cd]},
+                            "effectiveDateTime": dt_,
+                            "valueQuantity": {
+                                "value": int(x) if x == int(x) else x,
+                                "unit": u,
+                                "system": self.spec.units_system,
+                                "code": u,
+                            },
+                        }
+                    )
             elif table == "events":
                 for r, cd, dt_ in zip(base, codings, dates, strict=True):
-                    r.update({"status": "final", "code": {"coding": [cd]},
-                              "effectiveDateTime": dt_})
+                    r.update(
+                        {"status": "final", "code": {"coding": [cd]}, "effectiveDateTime": dt_}
+                    )
             elif table == "diagnoses":
                 for r, cd, dt_ in zip(base, codings, dates, strict=True):
                     r.update({"code": {"coding": [cd]}, "onsetDateTime": dt_})
             else:
                 for r, cd, dt_ in zip(base, codings, dates, strict=True):
-                    r.update({"status": "completed", "code": {"coding": [cd]},
-                              "performedDateTime": dt_})
+                    r.update(
+                        {"status": "completed", "code": {"coding": [cd]}, "performedDateTime": dt_}
+                    )
             rows[table] = [_dumps(r) for r in base]
         return rows
 
-    def write_chunk(self, numbers: np.ndarray, tb: Tables, rng: np.random.Generator,
-                    first_chunk: bool) -> None:
+    def write_chunk(
+        self, numbers: np.ndarray, tb: Tables, rng: np.random.Generator, first_chunk: bool
+    ) -> None:
         """Write one chunk of persons (``numbers`` are their site-wide person numbers)."""
         rows = self._rows(numbers, tb)
-        plan = fl.plan_faults(rng, fl.FHIR_KINDS, {t: len(r) for t, r in rows.items()
-                                                   if t != "patients"}, first_chunk)
+        plan = fl.plan_faults(
+            rng, fl.FHIR_KINDS, {t: len(r) for t, r in rows.items() if t != "patients"}, first_chunk
+        )
         v = tb["visits"]
         final = np.nonzero(v["kind"] == FINAL)[0]
         ctx = {"final": final, "numbers": numbers, "tb": tb}
@@ -154,13 +214,14 @@ class FhirSiteWriter:
             self.faults += self.files[rtype].write(lines, inserts, self.spec.site)
         self.chunk += 1
 
-    def _inserts(self, table: str, lines: list[str], kinds: list[str],
-                 rng: np.random.Generator, ctx: dict) -> list[Insert]:
+    def _inserts(
+        self, table: str, lines: list[str], kinds: list[str], rng: np.random.Generator, ctx: dict
+    ) -> list[Insert]:
         if not kinds or not lines:
             return []
         sources = rng.choice(len(lines), size=min(len(kinds), len(lines)), replace=False)
         out: list[Insert] = []
-        for j, kind in enumerate(kinds[:len(sources)]):
+        for j, kind in enumerate(kinds[: len(sources)]):
             src = int(sources[j])
             at = int(rng.integers(src + 1, len(lines) + 1))
             r = json.loads(lines[src])
@@ -168,8 +229,9 @@ class FhirSiteWriter:
             payload: str | bytes = ""
             detail = ""
             if kind == "duplicate":
-                out.append(Insert(at, lines[src], kind, table, "exact copy of line {line}",
-                                  source=src))
+                out.append(
+                    Insert(at, lines[src], kind, table, "exact copy of line {line}", source=src)
+                )
                 continue
             if kind == "invalid_json":
                 text = _dumps(r)
@@ -203,12 +265,14 @@ class FhirSiteWriter:
                 detail = "effectivePeriod.end before start"
             elif kind == "date_out_of_range":
                 key = "onsetDateTime" if "onsetDateTime" in r else "effectiveDateTime"
-                owner = {p: k for k, p in enumerate(patient_ids(self.spec.site,
-                                                                ctx["numbers"]))}
+                owner = {p: k for k, p in enumerate(patient_ids(self.spec.site, ctx["numbers"]))}
                 k = owner[r["subject"]["reference"].split("/", 1)[1]]
                 birth = int(ctx["tb"]["patients"]["birth"][k])
-                dd = (birth - int(rng.integers(30, 3000)) if j % 2
-                      else day(_iso("2099-01-01")) + int(rng.integers(0, 365)))
+                dd = (
+                    birth - int(rng.integers(30, 3000))
+                    if j % 2
+                    else day(_iso("2099-01-01")) + int(rng.integers(0, 365))
+                )
                 r[key] = format_dates(np.array([dd]), "%Y-%m-%d", "")[0]
                 detail = "before birth" if j % 2 else "after the data cut (2099)"
             elif kind == "impossible_value":
@@ -225,16 +289,25 @@ class FhirSiteWriter:
         owner = int(tb["visits"]["owner"][vi])
         concept = int(rng.choice(list(fl.IMPOSSIBLE)))
         coding = self._coding("labs", np.array([concept]), numbers[[owner]])[0]
-        _, unit, num = format_values(np.array([concept]), np.array([fl.IMPOSSIBLE[concept]]),
-                                     None)
+        _, unit, num = format_values(np.array([concept]), np.array([fl.IMPOSSIBLE[concept]]), None)
         pid = patient_ids(self.spec.site, numbers[[owner]])[0]
         vid = visit_ids(self.spec.site, numbers[[owner]], tb["visits"]["seq"][[vi]])[0]
         when = format_dates(tb["visits"]["start"][[vi]], "%Y-%m-%d", "")[0]
-        return {"resourceType": "Observation", "id": f"lab-{self.chunk}-x{j}", "status": "final",
-                "code": {"coding": [coding]}, "subject": {"reference": f"Patient/{pid}"},
-                "encounter": {"reference": f"Encounter/{vid}"}, "effectiveDateTime": when,
-                "valueQuantity": {"value": float(num[0]), "unit": unit[0],
-                                  "system": self.spec.units_system, "code": unit[0]}}
+        return {
+            "resourceType": "Observation",
+            "id": f"lab-{self.chunk}-x{j}",
+            "status": "final",
+            "code": {"coding": [coding]},
+            "subject": {"reference": f"Patient/{pid}"},
+            "encounter": {"reference": f"Encounter/{vid}"},
+            "effectiveDateTime": when,
+            "valueQuantity": {
+                "value": float(num[0]),
+                "unit": unit[0],
+                "system": self.spec.units_system,
+                "code": unit[0],
+            },
+        }
 
     def close(self) -> dict[str, int]:
         """Close all files; return lines per file."""

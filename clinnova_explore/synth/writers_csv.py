@@ -22,9 +22,11 @@ from clinnova_explore.synth.records import FINAL, INPATIENT, Tables
 __all__ = ["CsvSiteWriter", "concepts_of"]
 
 _VISIT_TYPES = {INPATIENT: "inpatient", 1: "outpatient", 2: "emergency"}
-_BAD_DATES = {"%d.%m.%Y": ("31.02.2019", "30.02.2021", "00.13.2018", "32.01.2020"),
-              "%d/%m/%Y": ("31/02/2019", "30/02/2021", "00/13/2018", "32/01/2020"),
-              "%Y-%m-%d": ("2019-13-45", "2021-02-30", "2018-00-12", "2020-04-31")}
+_BAD_DATES = {
+    "%d.%m.%Y": ("31.02.2019", "30.02.2021", "00.13.2018", "32.01.2020"),
+    "%d/%m/%Y": ("31/02/2019", "30/02/2021", "00/13/2018", "32/01/2020"),
+    "%Y-%m-%d": ("2019-13-45", "2021-02-30", "2018-00-12", "2020-04-31"),
+}
 _BAD_NUMBERS = ("n.a.", "1,2,3", "?", "pos.", "1.2.3")
 
 
@@ -34,9 +36,20 @@ def concepts_of(table: str) -> tuple[int, ...]:
     from clinnova_explore.synth.params import EFFECTS
 
     if table == "diagnoses":
-        return (c.RRMS, c.SPMS, c.PPMS, c.RHEUMATOID_ARTHRITIS, c.SEROPOSITIVE_RA,
-                c.CROHNS_DISEASE, c.ULCERATIVE_COLITIS, c.PNEUMONIA, c.SEPSIS, c.HYPERTENSION,
-                c.TYPE_2_DIABETES, c.DEPRESSION)
+        return (
+            c.RRMS,
+            c.SPMS,
+            c.PPMS,
+            c.RHEUMATOID_ARTHRITIS,
+            c.SEROPOSITIVE_RA,
+            c.CROHNS_DISEASE,
+            c.ULCERATIVE_COLITIS,
+            c.PNEUMONIA,
+            c.SEPSIS,
+            c.HYPERTENSION,
+            c.TYPE_2_DIABETES,
+            c.DEPRESSION,
+        )
     if table == "medications":
         drugs = {c.METHOTREXATE, c.MESALAMINE, c.AZATHIOPRINE, c.PREDNISOLONE}
         for e in EFFECTS.values():
@@ -51,7 +64,7 @@ def concepts_of(table: str) -> tuple[int, ...]:
     raise KeyError(table)
 
 
-def _invert(values: dict[str, str], field: str) -> dict[str, str]:
+def _invert(values: dict[str, dict[str, str]], field: str) -> dict[str, str]:
     return {logical: native for native, logical in values.get(field, {}).items()}
 
 
@@ -62,9 +75,12 @@ class CsvSiteWriter:
         self.spec = spec
         self.null = spec.null_values[-1] if spec.null_values else ""
         directory.mkdir(parents=True, exist_ok=True)
-        self.files = {t: NativeFile(directory / ts.file, spec.encoding, spec.delimiter,
-                                    list(ts.columns.values()))
-                      for t, ts in spec.tables.items()}
+        self.files = {
+            t: NativeFile(
+                directory / ts.file, spec.encoding, spec.delimiter, list(ts.columns.values())
+            )
+            for t, ts in spec.tables.items()
+        }
         self.faults: list[dict] = []
 
     def _dates(self, days: np.ndarray) -> np.ndarray:
@@ -79,14 +95,19 @@ class CsvSiteWriter:
         vt = _invert(spec.tables["visits"].values, "visit_type")
         pt = tb["patients"]
         cols: dict[str, dict[str, np.ndarray]] = {
-            "patients": {"patient_id": pid, "birth_date": self._dates(pt["birth"]),
-                         "sex": np.where(pt["female"], sex["F"], sex["M"]).astype(object),
-                         "death_date": self._dates(pt["death"])},
-            "visits": {"visit_id": vid, "patient_id": pid[v["owner"]],
-                       "visit_type": np.array([vt[_VISIT_TYPES[int(t)]] for t in v["type"]],
-                                              dtype=object),
-                       "start_date": self._dates(v["start"]),
-                       "end_date": self._dates(v["end"])},
+            "patients": {
+                "patient_id": pid,
+                "birth_date": self._dates(pt["birth"]),
+                "sex": np.where(pt["female"], sex["F"], sex["M"]).astype(object),
+                "death_date": self._dates(pt["death"]),
+            },
+            "visits": {
+                "visit_id": vid,
+                "patient_id": pid[v["owner"]],
+                "visit_type": np.array([vt[_VISIT_TYPES[int(t)]] for t in v["type"]], dtype=object),
+                "start_date": self._dates(v["start"]),
+                "end_date": self._dates(v["end"]),
+            },
         }
         for table in ("diagnoses", "medications", "labs", "procedures", "events"):
             t, ts = tb[table], spec.tables[table]
@@ -100,13 +121,15 @@ class CsvSiteWriter:
                 out["visit_id"] = vid[t["visit"]]
                 out["date"] = self._dates(t["date"])
             if table == "labs":
-                out["value"], out["unit"], _ = format_values(t["concept"], t["value"],
-                                                             spec.units, spec.decimal)
+                out["value"], out["unit"], _ = format_values(
+                    t["concept"], t["value"], spec.units, spec.decimal
+                )
             cols[table] = out
         return cols
 
-    def write_chunk(self, numbers: np.ndarray, tb: Tables, rng: np.random.Generator,
-                    first_chunk: bool) -> None:
+    def write_chunk(
+        self, numbers: np.ndarray, tb: Tables, rng: np.random.Generator, first_chunk: bool
+    ) -> None:
         """Write one chunk of persons (``numbers`` are their site-wide person numbers)."""
         cols = self._columns(numbers, tb)
         ctx = self._context(numbers, tb, cols)
@@ -117,8 +140,12 @@ class CsvSiteWriter:
         kinds = dict(fl.CSV_KINDS)
         if self.spec.encoding.lower().replace("_", "-") not in {"utf-8", "utf-8-sig", "utf8"}:
             kinds.pop("invalid_encoding")
-        plan = fl.plan_faults(rng, kinds, {t: len(r) for t, r in rows_by_table.items()
-                                           if t != "patients"}, first_chunk)
+        plan = fl.plan_faults(
+            rng,
+            kinds,
+            {t: len(r) for t, r in rows_by_table.items() if t != "patients"},
+            first_chunk,
+        )
         for table, rows in rows_by_table.items():
             inserts = self._inserts(table, rows, plan.get(table, []), rng, ctx)
             self.faults += self.files[table].write(rows, inserts, self.spec.site)
@@ -128,16 +155,20 @@ class CsvSiteWriter:
         final = np.nonzero(v["kind"] == FINAL)[0]
         lab_ts = self.spec.tables["labs"]
         ct = code_table(concepts_of("labs"), lab_ts.vocabulary)
-        return {"final_pid": cols["visits"]["patient_id"][final],
-                "final_vid": cols["visits"]["visit_id"][final],
-                "final_date": cols["visits"]["start_date"][final],
-                "final_number": numbers[v["owner"][final]],
-                "birth": dict(zip(cols["patients"]["patient_id"], tb["patients"]["birth"],
-                                  strict=True)),
-                "lab_codes": ct}
+        return {
+            "final_pid": cols["visits"]["patient_id"][final],
+            "final_vid": cols["visits"]["visit_id"][final],
+            "final_date": cols["visits"]["start_date"][final],
+            "final_number": numbers[v["owner"][final]],
+            "birth": dict(
+                zip(cols["patients"]["patient_id"], tb["patients"]["birth"], strict=True)
+            ),
+            "lab_codes": ct,
+        }
 
-    def _inserts(self, table: str, rows: list, kinds: list[str], rng: np.random.Generator,
-                 ctx: dict) -> list[Insert]:
+    def _inserts(
+        self, table: str, rows: list, kinds: list[str], rng: np.random.Generator, ctx: dict
+    ) -> list[Insert]:
         if not kinds or not rows:
             return []
         spec, ts = self.spec, self.spec.tables[table]
@@ -146,7 +177,7 @@ class CsvSiteWriter:
         sources = rng.choice(len(rows), size=min(len(kinds), len(rows)), replace=False)
         finals = rng.permutation(len(ctx["final_pid"]))
         out: list[Insert] = []
-        for j, kind in enumerate(kinds[:len(sources)]):
+        for j, kind in enumerate(kinds[: len(sources)]):
             src = int(sources[j])
             row = list(rows[src])
             at = int(rng.integers(src + 1, len(rows) + 1))
@@ -174,12 +205,10 @@ class CsvSiteWriter:
                 n = UNKNOWN_PERSON_BASE + int(rng.integers(0, 999_999))
                 row[pos["patient_id"]] = patient_ids(spec.site, np.array([n]))[0]
                 if "visit_id" in pos:
-                    row[pos["visit_id"]] = visit_ids(spec.site, np.array([n]),
-                                                     np.array([1]))[0]
+                    row[pos["visit_id"]] = visit_ids(spec.site, np.array([n]), np.array([1]))[0]
                 detail = f"{ts.columns['patient_id']}={row[pos['patient_id']]} not in patients"
             elif kind == "unmapped_code":
-                row[pos["code"]] = unmapped_code(table, ts.vocabulary,
-                                                 ts.code_format == "undotted")
+                row[pos["code"]] = unmapped_code(table, ts.vocabulary, ts.code_format == "undotted")
                 detail = f"{ts.columns['code']}={row[pos['code']]!r}"
             elif kind == "end_before_start":
                 start = _parse(row[pos["start_date"]], spec.date_format)
@@ -187,21 +216,34 @@ class CsvSiteWriter:
                 detail = f"{ts.columns['end_date']} before {ts.columns['start_date']}"
             elif kind == "date_out_of_range":
                 birth = ctx["birth"][row[pos["patient_id"]]]
-                day = (int(birth) - int(rng.integers(30, 3000)) if j % 2
-                       else 47482 + int(rng.integers(0, 365)))  # 2100-01-01 minus < 1 year
+                day = (
+                    int(birth) - int(rng.integers(30, 3000))
+                    if j % 2
+                    else 47482 + int(rng.integers(0, 365))
+                )  # 2100-01-01 minus < 1 year
                 row[pos[date_field]] = self._dates(np.array([day]))[0]
                 detail = "before birth" if j % 2 else "after the data cut (2099)"
             elif kind == "impossible_value":
                 k = finals[j % finals.size]
                 concept = int(rng.choice(list(fl.IMPOSSIBLE)))
-                code, label = ctx["lab_codes"].pick(np.array([concept]),
-                                                    np.array([ctx["final_number"][k]]))
-                text, unit, num = format_values(np.array([concept]),
-                                                np.array([fl.IMPOSSIBLE[concept]]),
-                                                spec.units, spec.decimal)
-                values = {"patient_id": ctx["final_pid"][k], "visit_id": ctx["final_vid"][k],
-                          "code": code[0], "label": label[0], "date": ctx["final_date"][k],
-                          "value": text[0], "unit": unit[0]}
+                code, label = ctx["lab_codes"].pick(
+                    np.array([concept]), np.array([ctx["final_number"][k]])
+                )
+                texts, unit, num = format_values(
+                    np.array([concept]),
+                    np.array([fl.IMPOSSIBLE[concept]]),
+                    spec.units,
+                    spec.decimal,
+                )
+                values = {
+                    "patient_id": ctx["final_pid"][k],
+                    "visit_id": ctx["final_vid"][k],
+                    "code": code[0],
+                    "label": label[0],
+                    "date": ctx["final_date"][k],
+                    "value": texts[0],
+                    "unit": unit[0],
+                }
                 payload = [values[f] for f in ts.columns]
                 at = int(rng.integers(0, len(rows) + 1))
                 detail = f"value {num[0]:g} {unit[0]}"

@@ -30,14 +30,20 @@ class OverviewState(param.Parameterized):
     """
 
     sites = param.ListSelector(default=[], objects=[], doc="Sites included in the views.")
-    disease = param.Selector(default=ALL, objects=[ALL, *overview.DISEASES],
-                             doc="Restrict disease counts to one disease.")
-    bin_years = param.Number(default=1.0, bounds=(0.25, 5.0), step=0.25,
-                             doc="Bin width (years) of the follow-up histogram.")
-    drill_site = param.Selector(default=None, objects=[], allow_None=True,
-                                doc="Site whose data-quality checks are listed.")
-    include_passed = param.Boolean(default=False,
-                                   doc="Also list passing checks that found some violations.")
+    disease = param.Selector[str](
+        default=ALL,
+        objects=[ALL, *overview.DISEASES],
+        doc="Restrict disease counts to one disease.",
+    )
+    bin_years = param.Integer(
+        default=1, bounds=(1, 5), doc="Bin width (whole years) of the follow-up histogram."
+    )
+    drill_site = param.Selector[str](
+        default=None, objects=[], allow_None=True, doc="Site whose data-quality checks are listed."
+    )
+    include_passed = param.Boolean(
+        default=False, doc="Also list passing checks that found some violations."
+    )
 
     def __init__(self, catalog: Catalog, **params: object) -> None:
         self.catalog = catalog
@@ -61,6 +67,10 @@ class OverviewState(param.Parameterized):
     @cached_property
     def _diseases(self) -> pd.DataFrame:
         return overview.persons_by_disease(self.catalog)
+
+    @cached_property
+    def _followup_fine(self) -> pd.DataFrame:
+        return overview.followup_histogram(self.catalog)
 
     @cached_property
     def _coverage(self) -> pd.DataFrame:
@@ -99,16 +109,20 @@ class OverviewState(param.Parameterized):
             persons = float(summ.persons.sum(skipna=True))
         else:
             persons = float(self.disease_counts().persons.sum(skipna=True))
-        return {"sites": float(len(summ)), "persons": persons,
-                "person_years": float(summ.person_years.sum())}
+        # sites whose person count is suppressed contribute nothing to the totals
+        shown = summ[summ.persons.notna()]
+        return {
+            "sites": float(len(summ)),
+            "persons": persons,
+            "person_years": float(shown.person_years.sum()),
+        }
 
     @param.depends("sites", "bin_years")
     def followup(self) -> pd.DataFrame:
         """Follow-up histogram per site at the chosen bin width."""
         if not self.sites:
-            return pd.DataFrame(columns=["site", "years_from", "years_to", "persons",
-                                         "suppressed"])
-        return overview.followup_histogram(self.catalog, self.sites, self.bin_years)
+            return pd.DataFrame(columns=["site", "years_from", "years_to", "persons", "suppressed"])
+        return overview.coarsen_histogram(self._keep(self._followup_fine), self.bin_years)
 
     @param.depends("sites")
     def coverage(self) -> pd.DataFrame:
@@ -130,5 +144,6 @@ class OverviewState(param.Parameterized):
         """Failing (and optionally passing-with-violations) checks of the drill-down site."""
         if self.drill_site is None:
             return overview.failing_checks(self.catalog, self.catalog.site_ids[0]).iloc[0:0]
-        return overview.failing_checks(self.catalog, self.drill_site,
-                                       include_passed=self.include_passed)
+        return overview.failing_checks(
+            self.catalog, self.drill_site, include_passed=self.include_passed
+        )
