@@ -42,7 +42,8 @@ class OverviewState(param.Parameterized):
         default=None, objects=[], allow_None=True, doc="Site whose data-quality checks are listed."
     )
     include_passed = param.Boolean(
-        default=False, doc="Also list passing checks that found some violations."
+        default=True,
+        doc="Also list checks that pass their threshold but still found violations.",
     )
 
     def __init__(self, catalog: Catalog, **params: object) -> None:
