@@ -37,16 +37,9 @@ def _harmonize(out: str, persons: int, seed: int) -> None:
 
 
 def _quality(out: str, persons: int, seed: int) -> None:
-    import ibis
+    from clinnova_explore.pipeline import check_and_store_quality
 
-    from clinnova_explore.catalog import Catalog
-    from clinnova_explore.quality import run_checks, store_results
-
-    cat = Catalog.load(Path(out) / "data_catalog.yaml")
-    for site in cat.sites:
-        con = ibis.duckdb.connect(site.resolved_location())
-        store_results(con, run_checks(con, site.id))
-        con.disconnect()
+    check_and_store_quality(Path(out) / "data_catalog.yaml")
 
 
 def _child(fn_name: str, out: str, persons: int, seed: int, q: mp.Queue) -> None:

@@ -206,6 +206,7 @@ def quality(
 
         clinnova-explore quality -s basel --failing
     """
+    from clinnova_explore.quality import overview as quality_overview
     from clinnova_explore.quality import run_site
 
     cat = _load(catalog)
@@ -218,15 +219,9 @@ def quality(
             cb("quality", i, len(chosen))
             reports[s.id] = run_site(s)
             cb("quality", i + 1, len(chosen))
-    for sid, rep in reports.items():
-        df = rep.summary
+    for r in quality_overview(reports).itertuples(index=False):
         summary.add_row(
-            sid,
-            str(len(df)),
-            str(int((df.status == "PASS").sum())),
-            str(int((df.status == "FAIL").sum())),
-            str(int((df.status == "ERROR").sum())),
-            str(int(df.num_violated.fillna(0).sum())),
+            r.site, *(str(v) for v in (r.checks, r.passed, r.failed, r.errors, r.violated_rows))
         )
     console.print(summary)
     if failing:

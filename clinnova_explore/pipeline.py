@@ -21,7 +21,14 @@ import pandas as pd
 
 from clinnova_explore.catalog import Catalog, DisclosurePolicy, Site
 
-__all__ = ["BuildResult", "build", "write_catalog"]
+__all__ = [
+    "BuildResult",
+    "build",
+    "build_dir",
+    "check_and_store_quality",
+    "fault_recall",
+    "write_catalog",
+]
 
 Progress = Callable[[str, int, int], None]
 
@@ -92,6 +99,31 @@ def write_catalog(out_dir: Path, *, name: str = "clinnova-demo") -> Path:
     return path
 
 
+def check_and_store_quality(catalog_path: Path, *, progress: Progress | None = None) -> None:
+    """Run the data-quality checks in every DuckDB site of a catalog and store the results.
+
+    Parameters
+    ----------
+    catalog_path
+        A catalog whose sites are writable DuckDB files (as written by :func:`build`).
+    progress
+        Optional callback ``(stage, done, total)``.
+    """
+    from clinnova_explore.quality import run_checks, store_results
+
+    cat = Catalog.load(catalog_path)
+    for i, site in enumerate(cat.sites):
+        if progress:
+            progress("quality", i, len(cat.sites))
+        con = ibis.duckdb.connect(site.resolved_location())
+        try:
+            store_results(con, run_checks(con, site.id))
+        finally:
+            con.disconnect()
+    if progress:
+        progress("quality", len(cat.sites), len(cat.sites))
+
+
 def build(
     out_dir: str | Path,
     persons: int,
@@ -121,7 +153,6 @@ def build(
     BuildResult
     """
     from clinnova_explore.harmonize import harmonize_all
-    from clinnova_explore.quality import run_checks, store_results
     from clinnova_explore.synth import generate
 
     out = Path(out_dir)
@@ -145,17 +176,7 @@ def build(
     catalog_path = write_catalog(out)
     if quality:
         t0 = time.perf_counter()
-        cat = Catalog.load(catalog_path)
-        for i, site in enumerate(cat.sites):
-            if progress:
-                progress("quality", i, len(cat.sites))
-            con = ibis.duckdb.connect(site.resolved_location())
-            try:
-                store_results(con, run_checks(con, site.id))
-            finally:
-                con.disconnect()
-        if progress:
-            progress("quality", len(cat.sites), len(cat.sites))
+        check_and_store_quality(catalog_path, progress=progress)
         seconds["quality"] = time.perf_counter() - t0
     return BuildResult(out_dir=out, catalog_path=catalog_path, truth=truth, seconds=seconds)
 

@@ -153,6 +153,18 @@ EXPECTED_MAPPINGS: list[tuple[str, str, int, str]] = [
 ]
 
 # constant name -> expected domain (and 'C' for classification concepts)
+CLASSES = {
+    "MS_DMT",
+    "MS_DMT_HIGH_EFFICACY",
+    "MS_DMT_PLATFORM",
+    "CSDMARD",
+    "BDMARD",
+    "TSDMARD",
+    "ANTI_TNF",
+    "IBD_ADVANCED_THERAPY",
+    "AMINOSALICYLATE",
+    "THIOPURINE",
+}
 NAMED_DOMAINS: dict[str, str] = {
     **dict.fromkeys(["MALE", "FEMALE"], "Gender"),
     **dict.fromkeys(["INPATIENT_VISIT", "OUTPATIENT_VISIT", "ER_VISIT"], "Visit"),
@@ -200,21 +212,7 @@ NAMED_DOMAINS: dict[str, str] = {
         ],
         "Drug",
     ),
-    **dict.fromkeys(
-        [
-            "MS_DMT",
-            "MS_DMT_HIGH_EFFICACY",
-            "MS_DMT_PLATFORM",
-            "CSDMARD",
-            "BDMARD",
-            "TSDMARD",
-            "ANTI_TNF",
-            "IBD_ADVANCED_THERAPY",
-            "AMINOSALICYLATE",
-            "THIOPURINE",
-        ],
-        "Drug",
-    ),
+    **dict.fromkeys(CLASSES, "Drug"),
     **dict.fromkeys(
         ["EDSS", "DAS28_CRP", "CRP", "FECAL_CALPROTECTIN", "HEMOGLOBIN", "BODY_WEIGHT"],
         "Measurement",
@@ -232,18 +230,6 @@ NAMED_DOMAINS: dict[str, str] = {
         ],
         "Unit",
     ),
-}
-CLASSES = {
-    "MS_DMT",
-    "MS_DMT_HIGH_EFFICACY",
-    "MS_DMT_PLATFORM",
-    "CSDMARD",
-    "BDMARD",
-    "TSDMARD",
-    "ANTI_TNF",
-    "IBD_ADVANCED_THERAPY",
-    "AMINOSALICYLATE",
-    "THIOPURINE",
 }
 
 

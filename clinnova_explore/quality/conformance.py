@@ -30,17 +30,10 @@ __all__ = [
 ]
 
 #: The CDM tables whose content the checks cover (not the vocabulary or the cohort table).
-CHECKED_TABLES: tuple[str, ...] = (
-    "person",
-    "observation_period",
-    "visit_occurrence",
-    "condition_occurrence",
-    "drug_exposure",
-    "procedure_occurrence",
-    "measurement",
-    "observation",
-    "death",
-    "cdm_source",
+CHECKED_TABLES: tuple[str, ...] = tuple(
+    t
+    for t in REQUIRED
+    if t not in {"cohort", "concept", "concept_ancestor", "concept_relationship"}
 )
 
 #: A row rule's result: (rows in scope or ``None`` for all rows, rows violating the check).
