@@ -59,7 +59,16 @@ class DisclosurePolicy(BaseModel):
     )
     allow_quantiles: bool = Field(True, description="Medians/IQRs may leave the site.")
     allowed_analyses: tuple[str, ...] = Field(
-        ("characterize", "incidence", "survival", "cox", "logistic", "pathways", "quality"),
+        (
+            "cohort",
+            "characterize",
+            "incidence",
+            "survival",
+            "cox",
+            "logistic",
+            "pathways",
+            "quality",
+        ),
         description="Analyses this site runs.",
     )
 
