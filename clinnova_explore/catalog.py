@@ -133,21 +133,35 @@ class Site(BaseModel):
         """The site's ibis backend (opened once, then reused)."""
         return self._con
 
+    @cached_property
+    def _table_cache(self) -> dict[str, ibis.Table]:
+        return {}
+
     def close(self) -> None:
         """Close the site's connection if one is open (it reopens on next use)."""
+        self.__dict__.pop("_table_cache", None)
         con = self.__dict__.pop("_con", None)
         if con is not None:
             con.disconnect()
 
     def table(self, name: str) -> ibis.Table:
-        """A lazy ibis table of this site's CDM, e.g. ``site.table("person")``."""
+        """A lazy ibis table of this site's CDM, e.g. ``site.table("person")``.
+
+        Tables found once are remembered until :meth:`close` (listing a database's tables costs
+        a round trip per call).
+        """
+        key = name.lower()
+        cached = self._table_cache.get(key)
+        if cached is not None:
+            return cached
         con = self.connect()
-        if name.lower() not in con.list_tables():
+        if key not in con.list_tables():
             raise CatalogError(
                 f"site {self.id!r}: table {name!r} not found in {self.backend} database; "
                 "is this an OMOP CDM built by `clinnova-explore build`?"
             )
-        return con.table(name.lower())
+        table = self._table_cache[key] = con.table(key)
+        return table
 
 
 class Catalog(BaseModel):

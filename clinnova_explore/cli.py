@@ -1,14 +1,16 @@
-"""``clinnova-explore``: build the demo federation, check quality, serve the dashboards."""
+"""``clinnova-explore``: build the demo federation, check quality, count cohorts, serve the
+dashboards."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -23,6 +25,10 @@ from rich.progress import (
 from rich.table import Table
 
 from clinnova_explore.catalog import PROJECT_ROOT, Catalog, CatalogError
+
+if TYPE_CHECKING:
+    from clinnova_explore.cdm.source import CdmSource
+    from clinnova_explore.cohort import CohortDefinition
 
 app = typer.Typer(
     name="clinnova-explore",
@@ -84,7 +90,9 @@ def _user_errors() -> Iterator[None]:
         FileNotFoundError,
     ) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+        # multi-line messages (e.g. every invalid field of a definition) become one line
+        one_line = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+        console.print(f"[red]error:[/red] {one_line}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -310,8 +318,172 @@ def serve(
     ]
     if show:
         cmd.append("--show")
-    console.print(f"serving {len(apps)} dashboard(s) on http://127.0.0.1:{port}/overview")
+    for path in apps:
+        console.print(f"serving http://127.0.0.1:{port}/{Path(path).stem}")
     raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+cohort_app = typer.Typer(
+    help="Count, show and generate cohorts on any OMOP CDM (a catalog site or a DuckDB file).",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+app.add_typer(cohort_app, name="cohort")
+
+CdmOpt = Annotated[
+    str,
+    typer.Option(
+        "--cdm",
+        help="A catalog site id (e.g. `basel`) or the path of a DuckDB file holding an OMOP CDM.",
+    ),
+]
+DefinitionOpt = Annotated[
+    Path,
+    typer.Option(
+        "--definition",
+        "-d",
+        help="Cohort definition: YAML (`.yaml`/`.yml`), ATLAS/Circe JSON (`.json`), or the "
+        "name of a shipped definition (e.g. `ms_high_efficacy_start`).",
+    ),
+]
+
+
+def _read_definition(path: Path) -> CohortDefinition:
+    """A definition from a YAML or Circe JSON file (by suffix, else by its first character), or
+    a shipped definition by name (e.g. `ms_high_efficacy_start`)."""
+    from clinnova_explore.cohort import (
+        CohortDefinition,
+        builtin_definition,
+        builtin_definition_names,
+    )
+
+    if not path.is_file():
+        if str(path) in builtin_definition_names():
+            return builtin_definition(str(path))
+        raise FileNotFoundError(
+            f"cohort definition file {path} not found (shipped definitions: "
+            f"{', '.join(builtin_definition_names())})"
+        )
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        return CohortDefinition.from_yaml(path)
+    if suffix == ".json" or path.read_text(encoding="utf-8").lstrip().startswith("{"):
+        return CohortDefinition.from_circe(path)
+    return CohortDefinition.from_yaml(path.read_text(encoding="utf-8"))
+
+
+def _open_cdm(target: str, catalog: Path | None) -> CdmSource:
+    """The CDM named by ``--cdm``: an existing file path, else a site of the catalog."""
+    from clinnova_explore.cdm.source import open_cdm
+
+    if Path(target).exists() or target.endswith((".duckdb", ".db")):
+        return open_cdm(Path(target))
+    return open_cdm(target, catalog=Catalog.load(catalog))
+
+
+@cohort_app.command("count")
+def cohort_count(
+    cdm: CdmOpt,
+    definition: DefinitionOpt,
+    catalog: CatalogOpt = None,
+) -> None:
+    """Count a cohort's persons and eras and print its attrition, as JSON.
+
+    The counts are computed inside the given database and printed exactly (this command runs
+    where the data are; use the library's federated `count_cohort` to apply each site's
+    disclosure policy). `attrition` lists the persons left after each inclusion rule, starting
+    with the qualifying entry events, as ATLAS shows them.
+
+    **Examples**
+
+        clinnova-explore cohort count --cdm basel --definition ms_high_efficacy.yaml
+
+        clinnova-explore cohort count --cdm /data/eunomia.duckdb --definition gi_bleed.json
+    """
+    from clinnova_explore.cohort.compile import count_and_attrition
+
+    with _user_errors():
+        defn = _read_definition(definition)
+        source = _open_cdm(cdm, catalog)
+        counts, attrition = count_and_attrition(defn, source)
+    payload = {
+        "definition": defn.name,
+        "definition_hash": defn.definition_hash,
+        "cdm": source.id,
+        "persons": int(counts["persons"]),
+        "records": int(counts["records"]),
+        "attrition": [
+            {"rule": str(r.rule), "persons": int(r.persons), "records": int(r.records)}
+            for r in attrition.itertuples(index=False)
+        ],
+    }
+    typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+
+
+@cohort_app.command("sql")
+def cohort_sql(
+    cdm: CdmOpt,
+    definition: DefinitionOpt,
+    catalog: CatalogOpt = None,
+    dialect: Annotated[
+        str, typer.Option(help="SQL dialect, e.g. `duckdb` or `postgres`.")
+    ] = "duckdb",
+) -> None:
+    """Print the SQL a cohort definition compiles to on a CDM.
+
+    **Examples**
+
+        clinnova-explore cohort sql --cdm basel --definition ms_high_efficacy.yaml
+
+        clinnova-explore cohort sql --cdm basel -d ms.yaml --dialect postgres
+    """
+    from clinnova_explore.cohort import compile_cohort
+
+    with _user_errors():
+        defn = _read_definition(definition)
+        sql = compile_cohort(defn, _open_cdm(cdm, catalog)).to_sql(dialect=dialect)
+    typer.echo(sql)
+
+
+@cohort_app.command("generate")
+def cohort_generate(
+    cdm: CdmOpt,
+    definition: DefinitionOpt,
+    catalog: CatalogOpt = None,
+    cohort_id: Annotated[
+        int, typer.Option("--cohort-id", min=0, help="`cohort_definition_id` of the rows.")
+    ] = 1,
+    database: Annotated[
+        Path | None,
+        typer.Option(help="DuckDB file to write into (default: the CDM's own DuckDB file)."),
+    ] = None,
+) -> None:
+    """Write a cohort's eras into the OMOP `cohort` table (and its attrition into
+    `cohort_attrition`) of a DuckDB file; print the attrition.
+
+    Rows of the same `cohort_definition_id` are replaced.
+
+    **Examples**
+
+        clinnova-explore cohort generate --cdm /data/eunomia.duckdb -d gi_bleed.json
+
+        clinnova-explore cohort generate --cdm basel -d ms.yaml --cohort-id 7 --database out.duckdb
+    """
+    from clinnova_explore.cohort import CohortGenerationError, generate_cohort
+
+    with _user_errors():
+        defn = _read_definition(definition)
+        source = _open_cdm(cdm, catalog)
+        try:
+            attrition = generate_cohort(defn, source, cohort_id, database=database)
+        except CohortGenerationError as exc:
+            raise ValueError(str(exc)) from None
+    table = Table("rule", "persons", "records")
+    for r in attrition.itertuples(index=False):
+        table.add_row(str(r.rule), f"{int(r.persons):,}", f"{int(r.records):,}")
+    console.print(table)
+    where = database or getattr(source, "resolved_location", lambda: source.id)()
+    console.print(f"[green]wrote[/green] cohort {cohort_id} ({defn.name}) into {where}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -121,3 +121,58 @@ def throwaway_postgres() -> Iterator[str]:
     finally:
         run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def served_dashboard(
+    name: str, catalog_path: Path, log_dir: Path, *, timeout: float = 180
+) -> Iterator[str]:
+    """Serve ``dashboards/<name>.py`` with ``panel serve`` on a free port; yield its URL.
+
+    The first page load runs the app script (imports, state), so a loaded machine gets up to
+    ``timeout`` seconds; a server that exits or never answers fails the test with its log.
+    """
+    import sys
+    import urllib.request
+
+    from clinnova_explore.catalog import PROJECT_ROOT
+
+    port = free_port()
+    env = {**os.environ, "CLINNOVA_CATALOG": str(catalog_path)}
+    log_path = log_dir / f"serve-{name}.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "panel",
+                "serve",
+                str(PROJECT_ROOT / "dashboards" / f"{name}.py"),
+                "--address",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--allow-websocket-origin",
+                f"127.0.0.1:{port}",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        url = f"http://127.0.0.1:{port}/{name}"
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(url, timeout=timeout) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"panel serve did not come up: {log_path.read_text()[-3000:]}")
+                    time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from clinnova_explore.catalog import Catalog
 from clinnova_explore.pipeline import BuildResult
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
@@ -37,6 +39,8 @@ def test_notebook_executes(
 ) -> None:
     monkeypatch.setenv("CLINNOVA_CATALOG", str(small_build.catalog_path))
     nb = nbformat.read(path, as_version=4)
+    if path.stem == "02_cohorts":  # a probe cell (test code, not shipped) reports the values
+        nb.cells.append(nbformat.v4.new_code_cell(PROBE_02))
     NotebookClient(
         nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
@@ -45,3 +49,52 @@ def test_notebook_executes(
     if path.stem == "01_data_and_quality":
         last = nb.cells[-1].outputs[0]["data"]["text/plain"]
         assert float(last) == 1.0  # every injected fault found
+    if path.stem == "02_cohorts":
+        _check_02(nb, Catalog.load(small_build.catalog_path))
+
+
+PROBE_02 = """
+import json
+paths = dmt_paths.summary[["site", "path", "persons"]]
+print(json.dumps({
+    "federated": [int(counts.overall()["persons"]), int(counts.overall()["records"])],
+    "pooled": [int(pooled.overall()["persons"]), int(pooled.overall()["records"])],
+    "at_risk": int(relapse_incidence.overall()["persons_at_risk"]),
+    "paths": json.loads(paths.to_json(orient="records")),
+    "smd_columns": [str(c) for c in table1.smd.columns],
+}))
+"""
+
+
+def _tagged(nb: nbformat.NotebookNode, tag: str) -> str:
+    cells = [c for c in nb.cells if tag in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"one cell tagged {tag!r} expected"
+    return "".join(o["data"]["text/plain"] for o in cells[0].outputs if "data" in o)
+
+
+def _check_02(nb: nbformat.NotebookNode, catalog: Catalog) -> None:
+    from clinnova_explore.cohort import builtin_definition, compile_cohort
+
+    target = builtin_definition("ms_high_efficacy_start")
+    direct = {s.id: compile_cohort(target, s).count()["persons"] for s in catalog}
+    # the last cell: persons per site, as each site's compiled cohort counts them
+    shown = dict(line.split() for line in _tagged(nb, "persons").splitlines()[1:-1])
+    assert {k: int(v) for k, v in shown.items()} == {**direct, "overall": sum(direct.values())}
+    assert "MS diagnosis on or before index" in _tagged(nb, "attrition")
+    probe = json.loads(nb.cells[-1].outputs[0]["text"])
+    # federated and pooled counts agree, and match the sum of the sites
+    assert probe["federated"] == probe["pooled"]
+    assert probe["federated"][0] == sum(direct.values())
+    # every member of the target cohort is at risk of relapse from index
+    assert probe["at_risk"] == sum(direct.values())
+    assert "overall" in probe["smd_columns"]
+    # at a site where no path is suppressed, the paths partition the MS diagnosis cohort
+    ms = builtin_definition("ms_diagnosis")
+    by_site: dict[str, list[int | None]] = {}
+    for row in probe["paths"]:
+        by_site.setdefault(row["site"], []).append(row["persons"])
+    complete = [s for s, v in by_site.items() if s != "overall" and None not in v]
+    assert complete
+    for site in complete:
+        total = compile_cohort(ms, catalog.site(site)).count()["persons"]
+        assert sum(by_site[site]) == total  # type: ignore[arg-type]

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +12,10 @@ import pandas as pd
 import pytest
 
 from clinnova_explore import overview
-from clinnova_explore.catalog import PROJECT_ROOT, Catalog
+from clinnova_explore.catalog import Catalog
 from clinnova_explore.pipeline import BuildResult
 from clinnova_explore.viz.overview_state import ALL, OverviewState
-from tests.support import CHROMIUM, CHROMIUM_ARGS, free_port, need
+from tests.support import CHROMIUM, CHROMIUM_ARGS, need, served_dashboard
 
 
 @pytest.fixture(scope="module")
@@ -183,47 +179,10 @@ def served(
     small_build: BuildResult,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "CLINNOVA_CATALOG": str(small_build.catalog_path)}
-    app = PROJECT_ROOT / "dashboards" / "overview.py"
-    log_path = tmp_path_factory.mktemp("panel") / "serve.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "panel",
-            "serve",
-            str(app),
-            "--address",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--allow-websocket-origin",
-            f"127.0.0.1:{port}",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}/overview"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"panel serve did not come up: {log_path.read_text()[-3000:]}")
-                time.sleep(0.3)
+    with served_dashboard(
+        "overview", small_build.catalog_path, tmp_path_factory.mktemp("panel")
+    ) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
 
 
 def _persons(text: str) -> int:
