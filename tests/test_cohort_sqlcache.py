@@ -113,6 +113,19 @@ def test_cached_sql_gives_the_uncached_results_at_every_site(
         assert as_counted(compiled.count(), compiled.attrition()) == expected[site.id]
 
 
+@pytest.mark.parametrize("name", DEFINITIONS)
+def test_cached_rows_equal_the_ibis_expression_at_every_site(name: str, catalog: Catalog) -> None:
+    defn = builtin_definition(name)
+    for site in catalog:
+        compiled = compile_cohort(defn, site)
+        expected = compiled.cohort.execute()
+        expected = expected.sort_values(["subject_id", "cohort_start_date"]).reset_index(drop=True)
+        assert len(expected) > 0, (name, site.id)
+        for _ in range(2):  # the first call compiles and stores the SQL, the second reuses it
+            pd.testing.assert_frame_equal(compile_cohort(defn, site).to_pandas(), expected)
+    assert len(sqlcache.SQL) == 1  # one compiled rows query, shared by the like-laid-out sites
+
+
 def test_sites_of_one_layout_share_one_compilation(catalog: Catalog, compiles: list[str]) -> None:
     defn = builtin_definition("ms_high_efficacy_start")
     for site in catalog:

@@ -139,16 +139,20 @@ class CompiledCohort:
         return {"persons": int(persons), "records": int(records)}
 
     def to_pandas(self) -> pd.DataFrame:
-        """The cohort rows, sorted by subject and start date."""
-        frame = self.cohort.order_by(["subject_id", "cohort_start_date"]).execute()
-        return frame.reset_index(drop=True)
+        """The cohort rows, sorted by subject and start date (cached SQL where allowed)."""
+        return _frame(self.definition, self.cdm, self)
 
     def to_sql(self, dialect: str = "duckdb") -> str:
         """The SQL of the cohort query in a dialect ibis knows (``duckdb``, ``postgres``, ...)."""
         return str(ibis.to_sql(self.cohort, dialect=dialect))
 
 
-Query = Literal["count", "attrition", "summary"]
+Query = Literal["count", "attrition", "summary", "rows"]
+
+COHORT_SCHEMA = ibis.schema(
+    {"subject_id": "int64", "cohort_start_date": "date", "cohort_end_date": "date"}
+)
+"""Columns and types of :attr:`CompiledCohort.cohort`."""
 
 
 def _query(compiled: CompiledCohort, what: Query) -> ir.Table:
@@ -156,37 +160,63 @@ def _query(compiled: CompiledCohort, what: Query) -> ir.Table:
         return compiled.count_expr()
     if what == "attrition":
         return compiled.attrition_expr()
+    if what == "rows":
+        return compiled.cohort
     return compiled.summary_expr()
 
 
-def _rows(
+def _sql(
     definition: CohortDefinition, cdm: CdmSource, what: Query, compiled: CompiledCohort | None
-) -> list[tuple[Any, ...]]:
-    """The rows of query ``what``, run from cached SQL text where the backend allows it.
+) -> tuple[str | None, ir.Table | None]:
+    """The SQL text of query ``what`` from the cache, or the expression to run instead.
 
     Without ``compiled``, a cached plan (the tables the definition reads) gives the source
     signature and the SQL without building any expression; the definition is compiled only
-    when that SQL is not cached yet.
+    when that SQL is not cached yet. Returns ``(sql, None)`` where SQL text may run, else
+    ``(None, expression)``.
     """
     con = cdm.connect()
     digest = definition.definition_hash
     plan_key = (digest, what, sqlcache.backend_key(con))
     raw = getattr(con, "name", "") in sqlcache.RAW_SQL_BACKENDS
     if raw and compiled is None and (sql := _planned_sql(plan_key, cdm)) is not None:
-        return sqlcache.fetch_rows(con, sql)
+        return sql, None
     if compiled is None:
         compiled = compile_cohort(definition, cdm)
     expr = _query(compiled, what)
     # a cohort built by hand may not say which tables it reads: its SQL is not shared
     if not raw or not compiled.tables or sqlcache.uses_memory_tables(expr):
-        return list(expr.execute().itertuples(index=False, name=None))
+        return None, expr
     key = (digest, what, sqlcache.source_signature(cdm, compiled.tables, compiled.tables))
     sql = sqlcache.SQL.get(key)
     if sql is None:
         sql = str(con.compile(expr))
         sqlcache.SQL.put(key, sql)
         sqlcache.PLANS.put(plan_key, tuple(sorted(compiled.tables)))
-    return sqlcache.fetch_rows(con, sql)
+    return sql, None
+
+
+def _rows(
+    definition: CohortDefinition, cdm: CdmSource, what: Query, compiled: CompiledCohort | None
+) -> list[tuple[Any, ...]]:
+    """The rows of query ``what``, run from cached SQL text where the backend allows it."""
+    sql, expr = _sql(definition, cdm, what, compiled)
+    if sql is not None:
+        return sqlcache.fetch_rows(cdm.connect(), sql)
+    assert expr is not None
+    return list(expr.execute().itertuples(index=False, name=None))
+
+
+def _frame(
+    definition: CohortDefinition, cdm: CdmSource, compiled: CompiledCohort | None
+) -> pd.DataFrame:
+    """The sorted cohort rows as a DataFrame typed as :data:`COHORT_SCHEMA`."""
+    sql, expr = _sql(definition, cdm, "rows", compiled)
+    if sql is not None:
+        expr = cdm.connect().sql(sql, schema=COHORT_SCHEMA)
+    assert expr is not None
+    frame = expr.to_pandas().sort_values(["subject_id", "cohort_start_date"], kind="stable")
+    return frame.reset_index(drop=True)
 
 
 def _planned_sql(plan_key: tuple[str, Query, tuple[str, str]], cdm: CdmSource) -> str | None:
