@@ -42,6 +42,7 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/build.py
+	$(BIN)/python bench/cohorts.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
