@@ -29,7 +29,7 @@ from clinnova_explore.cohort import (
     sqlcache,
 )
 from clinnova_explore.cohort import compile as compile_module
-from clinnova_explore.cohort.compile import count_and_attrition
+from clinnova_explore.cohort.compile import cohort_rows, count_and_attrition
 from clinnova_explore.pipeline import BuildResult
 
 DEFINITIONS = ["ms_high_efficacy_start", "ms_relapse", "ibd_advanced_start", "ra_csdmard_start"]
@@ -123,6 +123,7 @@ def test_cached_rows_equal_the_ibis_expression_at_every_site(name: str, catalog:
         assert len(expected) > 0, (name, site.id)
         for _ in range(2):  # the first call compiles and stores the SQL, the second reuses it
             pd.testing.assert_frame_equal(compile_cohort(defn, site).to_pandas(), expected)
+            pd.testing.assert_frame_equal(cohort_rows(defn, site), expected)
     assert len(sqlcache.SQL) == 1  # one compiled rows query, shared by the like-laid-out sites
 
 

@@ -41,7 +41,13 @@ from clinnova_explore.cohort.events import EventSource
 from clinnova_explore.cohort.exits import apply_censor_window, collapse_eras, event_ends
 from clinnova_explore.cohort.model import CohortDefinition, Limit
 
-__all__ = ["ENTRY_ROW", "CompiledCohort", "compile_cohort", "count_and_attrition"]
+__all__ = [
+    "ENTRY_ROW",
+    "CompiledCohort",
+    "cohort_rows",
+    "compile_cohort",
+    "count_and_attrition",
+]
 
 ENTRY_ROW = "Qualifying entry events"
 """Name of the first attrition row (the qualified events before any inclusion rule)."""
@@ -212,11 +218,48 @@ def _frame(
 ) -> pd.DataFrame:
     """The sorted cohort rows as a DataFrame typed as :data:`COHORT_SCHEMA`."""
     sql, expr = _sql(definition, cdm, "rows", compiled)
-    if sql is not None:
-        expr = cdm.connect().sql(sql, schema=COHORT_SCHEMA)
-    assert expr is not None
-    frame = expr.to_pandas().sort_values(["subject_id", "cohort_start_date"], kind="stable")
+    con = cdm.connect()
+    if sql is not None and getattr(con, "name", "") == "duckdb":
+        # straight from DuckDB into pandas, typed as ibis would type it
+        raw = con.con.execute(sql).df()
+        frame = raw.astype(_PANDAS_TYPES)
+    else:
+        if sql is not None:
+            expr = con.sql(sql, schema=COHORT_SCHEMA)
+        assert expr is not None
+        frame = expr.to_pandas()
+    frame = frame.sort_values(["subject_id", "cohort_start_date"], kind="stable")
     return frame.reset_index(drop=True)
+
+
+_PANDAS_TYPES = {
+    "subject_id": "int64",
+    "cohort_start_date": "datetime64[s]",
+    "cohort_end_date": "datetime64[s]",
+}
+
+
+def cohort_rows(definition: CohortDefinition, cdm: CdmSource) -> pd.DataFrame:
+    """The cohort's rows at one source, sorted by subject and start date.
+
+    Equal to ``compile_cohort(definition, cdm).to_pandas()``; like
+    :func:`count_and_attrition`, a repeated call (or one at a source laid out like one already
+    asked) runs the cached SQL without building the ibis expressions again.
+
+    Parameters
+    ----------
+    definition
+        The cohort definition.
+    cdm
+        Any CDM source.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``subject_id`` (int64), ``cohort_start_date``, ``cohort_end_date``
+        (``datetime64[s]``), one row per cohort era.
+    """
+    return _frame(definition, cdm, None)
 
 
 def _planned_sql(plan_key: tuple[str, Query, tuple[str, str]], cdm: CdmSource) -> str | None:
