@@ -12,6 +12,8 @@ The public API:
   ATLAS/Circe JSON) on any OMOP CDM database.
 - :func:`count_cohort`, :func:`characterize`, :func:`incidence`, :func:`pathways`: analyses that
   run pooled or federated (``mode=``) with the same code.
+- :func:`kaplan_meier`, :func:`logrank`, :func:`cox`: survival estimators on a pandas DataFrame or
+  an ibis table (work in progress towards issue 4: no federation object or dashboard yet).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from clinnova_explore.analysis import (
     incidence,
     pathways,
 )
+from clinnova_explore.analysis.survival import cox, kaplan_meier, logrank
 from clinnova_explore.catalog import Catalog, CatalogError, DisclosurePolicy, Site
 from clinnova_explore.cdm.source import open_cdm
 from clinnova_explore.cohort import CohortDefinition, compile_cohort, generate_cohort
@@ -47,11 +50,14 @@ __all__ = [
     "characterize",
     "compile_cohort",
     "count_cohort",
+    "cox",
     "generate",
     "generate_cohort",
     "harmonize_all",
     "harmonize_site",
     "incidence",
+    "kaplan_meier",
+    "logrank",
     "open_cdm",
     "overview",
     "pathways",

@@ -1,0 +1,42 @@
+"""Survival analysis on pandas DataFrames or ibis tables, from per-time counts.
+
+- :mod:`~clinnova_explore.analysis.survival.counts`: :func:`event_table`, counts per time.
+- :mod:`~clinnova_explore.analysis.survival.km`: :func:`kaplan_meier`.
+- :mod:`~clinnova_explore.analysis.survival.logrank`: :func:`logrank`.
+- :mod:`~clinnova_explore.analysis.survival.cox`: :func:`cox` (Efron or Breslow ties, strata;
+  per-stratum sufficient statistics in :mod:`~clinnova_explore.analysis.survival.cox_stats`).
+"""
+
+from __future__ import annotations
+
+from clinnova_explore.analysis.survival.counts import (
+    SurvivalInputError,
+    combine_event_tables,
+    event_table,
+)
+from clinnova_explore.analysis.survival.cox import CoxResult, cox, fit_blocks
+from clinnova_explore.analysis.survival.km import (
+    KaplanMeierResult,
+    kaplan_meier,
+    kaplan_meier_from_event_table,
+)
+from clinnova_explore.analysis.survival.logrank import (
+    LogrankResult,
+    logrank,
+    logrank_from_event_table,
+)
+
+__all__ = [
+    "CoxResult",
+    "KaplanMeierResult",
+    "LogrankResult",
+    "SurvivalInputError",
+    "combine_event_tables",
+    "cox",
+    "event_table",
+    "fit_blocks",
+    "kaplan_meier",
+    "kaplan_meier_from_event_table",
+    "logrank",
+    "logrank_from_event_table",
+]
