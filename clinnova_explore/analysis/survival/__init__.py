@@ -5,10 +5,14 @@
 - :mod:`~clinnova_explore.analysis.survival.logrank`: :func:`logrank`.
 - :mod:`~clinnova_explore.analysis.survival.cox`: :func:`cox` (Efron or Breslow ties, strata;
   per-stratum sufficient statistics in :mod:`~clinnova_explore.analysis.survival.cox_stats`).
+- :mod:`~clinnova_explore.analysis.survival.rmst`: :func:`rmst`, restricted mean survival time.
+- :mod:`~clinnova_explore.analysis.survival.competing`: :func:`aalen_johansen`, cumulative
+  incidence under competing risks.
 """
 
 from __future__ import annotations
 
+from clinnova_explore.analysis.survival.competing import AalenJohansenResult, aalen_johansen
 from clinnova_explore.analysis.survival.counts import (
     SurvivalInputError,
     combine_event_tables,
@@ -25,12 +29,16 @@ from clinnova_explore.analysis.survival.logrank import (
     logrank,
     logrank_from_event_table,
 )
+from clinnova_explore.analysis.survival.rmst import RMSTResult, rmst
 
 __all__ = [
+    "AalenJohansenResult",
     "CoxResult",
     "KaplanMeierResult",
     "LogrankResult",
+    "RMSTResult",
     "SurvivalInputError",
+    "aalen_johansen",
     "combine_event_tables",
     "cox",
     "event_table",
@@ -39,4 +47,5 @@ __all__ = [
     "kaplan_meier_from_event_table",
     "logrank",
     "logrank_from_event_table",
+    "rmst",
 ]
