@@ -19,7 +19,7 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from clinnova_explore.analysis.survival.counts import SurvivalInputError, _check_columns
+from clinnova_explore.analysis.survival.counts import SurvivalInputError, check_columns
 
 ALL = "all"
 
@@ -43,7 +43,7 @@ def _check(
 def _counts_pandas(
     df: pd.DataFrame, duration: str, event: str, k: int, by: list[str]
 ) -> pd.DataFrame:
-    _check_columns(df.columns, [*by, duration, event])
+    check_columns(df.columns, [*by, duration, event])
     if not pd.api.types.is_numeric_dtype(df[duration]) or pd.api.types.is_bool_dtype(df[duration]):
         raise SurvivalInputError(f"duration column {duration!r} must be numeric")
     ev = df[event]
@@ -67,7 +67,7 @@ def _counts_pandas(
 
 
 def _counts_ibis(t: ir.Table, duration: str, event: str, k: int, by: list[str]) -> pd.DataFrame:
-    _check_columns(t.columns, [*by, duration, event])
+    check_columns(t.columns, [*by, duration, event])
     if not t[duration].type().is_numeric() or t[duration].type().is_boolean():
         raise SurvivalInputError(f"duration column {duration!r} must be numeric")
     ev = t[event].cast("float64")

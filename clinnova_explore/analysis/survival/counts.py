@@ -34,7 +34,8 @@ def _as_tuple(by: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(by)
 
 
-def _check_columns(columns: Iterable[str], needed: Sequence[str]) -> None:
+def check_columns(columns: Iterable[str], needed: Sequence[str]) -> None:
+    """Raise :class:`SurvivalInputError` naming the ``needed`` columns missing from ``columns``."""
     present = set(columns)
     missing = [c for c in needed if c not in present]
     if missing:
@@ -74,7 +75,7 @@ def _check_values(
 
 
 def _from_pandas(df: pd.DataFrame, duration: str, event: str, by: tuple[str, ...]) -> pd.DataFrame:
-    _check_columns(df.columns, [*by, duration, event])
+    check_columns(df.columns, [*by, duration, event])
     if not pd.api.types.is_numeric_dtype(df[duration]) or pd.api.types.is_bool_dtype(df[duration]):
         raise SurvivalInputError(f"duration column {duration!r} must be numeric")
     ev = df[event]
@@ -96,7 +97,7 @@ def _from_pandas(df: pd.DataFrame, duration: str, event: str, by: tuple[str, ...
 
 
 def _from_ibis(t: ir.Table, duration: str, event: str, by: tuple[str, ...]) -> pd.DataFrame:
-    _check_columns(t.columns, [*by, duration, event])
+    check_columns(t.columns, [*by, duration, event])
     if not t[duration].type().is_numeric() or t[duration].type().is_boolean():
         raise SurvivalInputError(f"duration column {duration!r} must be numeric")
     ev = t[event].cast("int64") if t[event].type().is_boolean() else t[event]
