@@ -12,8 +12,14 @@ The public API:
   ATLAS/Circe JSON) on any OMOP CDM database.
 - :func:`count_cohort`, :func:`characterize`, :func:`incidence`, :func:`pathways`: analyses that
   run pooled or federated (``mode=``) with the same code.
-- :func:`kaplan_meier`, :func:`logrank`, :func:`cox`: survival estimators on a pandas DataFrame or
-  an ibis table (work in progress towards issue 4: no federation object or dashboard yet).
+- :func:`kaplan_meier`, :func:`logrank`, :func:`cox`, :func:`rmst`, :func:`aalen_johansen`:
+  survival estimators on a pandas DataFrame or an ibis table; :func:`time_to_event` builds their
+  input from a CDM (:class:`TimeToEventSpec`, presets in :func:`comparison`).
+- :class:`Federation`: the same estimators (and :func:`logistic`) over sites whose rows never
+  leave them; ``Federation.from_tables`` / ``Federation.from_cdm``; ``.pooled()`` for checks.
+- :func:`compare_treatments`, :func:`propensity`, :func:`iptw`, :func:`match`, :func:`balance`:
+  comparative effectiveness (naive, IPTW, matching, regression) locally or federated.
+- :mod:`clinnova_explore.report`: ``build_survival_report`` (an offline HTML report).
 """
 
 from __future__ import annotations
@@ -26,10 +32,28 @@ from clinnova_explore.analysis import (
     incidence,
     pathways,
 )
-from clinnova_explore.analysis.survival import cox, kaplan_meier, logrank
+from clinnova_explore.analysis.effects import (
+    balance,
+    compare_treatments,
+    iptw,
+    match,
+    propensity,
+)
+from clinnova_explore.analysis.logistic import logistic
+from clinnova_explore.analysis.survival import (
+    aalen_johansen,
+    cox,
+    kaplan_meier,
+    logrank,
+    rmst,
+)
+from clinnova_explore.analysis.survival.presets import comparison, comparison_names
+from clinnova_explore.analysis.survival.tte import Covariate as TimeToEventCovariate
+from clinnova_explore.analysis.survival.tte import TimeToEventSpec, time_to_event
 from clinnova_explore.catalog import Catalog, CatalogError, DisclosurePolicy, Site
 from clinnova_explore.cdm.source import open_cdm
 from clinnova_explore.cohort import CohortDefinition, compile_cohort, generate_cohort
+from clinnova_explore.federated import Federation
 from clinnova_explore.harmonize import harmonize_all, harmonize_site
 from clinnova_explore.pipeline import BuildResult, build
 from clinnova_explore.quality import run_checks, run_site
@@ -43,11 +67,19 @@ __all__ = [
     "CatalogError",
     "CohortDefinition",
     "DisclosurePolicy",
+    "Federation",
     "Site",
     "TimeAtRisk",
+    "TimeToEventCovariate",
+    "TimeToEventSpec",
     "__version__",
+    "aalen_johansen",
+    "balance",
     "build",
     "characterize",
+    "compare_treatments",
+    "comparison",
+    "comparison_names",
     "compile_cohort",
     "count_cohort",
     "cox",
@@ -56,11 +88,17 @@ __all__ = [
     "harmonize_all",
     "harmonize_site",
     "incidence",
+    "iptw",
     "kaplan_meier",
+    "logistic",
     "logrank",
+    "match",
     "open_cdm",
     "overview",
     "pathways",
+    "propensity",
+    "rmst",
     "run_checks",
     "run_site",
+    "time_to_event",
 ]

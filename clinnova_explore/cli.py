@@ -486,6 +486,45 @@ def cohort_generate(
     console.print(f"[green]wrote[/green] cohort {cohort_id} ({defn.name}) into {where}")
 
 
+report_app = typer.Typer(
+    help="Write scripted reports: self-contained HTML files that open offline.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("survival")
+def report_survival(
+    config: Annotated[
+        Path, typer.Option("--config", help="Report config YAML (catalog, comparison, ...).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
+        "survival_report.html"
+    ),
+) -> None:
+    """Write a survival and treatment-effect report (attrition, Table 1, Kaplan-Meier with
+    risk table, naive vs adjusted Cox, balance, provenance) as one self-contained HTML file.
+
+    The config names the catalog (relative to the config file), a comparison preset or an
+    inline time-to-event spec, the adjustment (`naive`, `iptw`, `match`, `regression`), the
+    mode (`federated` or `pooled`), the days of the risk table and a title; see
+    `reports/ms_survival.yaml`.
+
+    **Examples**
+
+        clinnova-explore report survival --config reports/ms_survival.yaml -o ms_survival.html
+
+        clinnova-explore report survival --config my_report.yaml --out /tmp/report.html
+    """
+    from clinnova_explore.report import write_survival_report
+
+    with _user_errors():
+        written = write_survival_report(config, out)
+    size = written.stat().st_size / 1e6
+    console.print(f"[green]wrote[/green] {written} ({size:.1f} MB, opens offline)")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     """Entry point of the ``clinnova-explore`` script."""
     app()

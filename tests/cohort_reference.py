@@ -280,7 +280,10 @@ class Reference:
         return n <= g.count  # type: ignore[operator]
 
     def _events_of(self, defn: CohortDefinition, crit: EventCriterion) -> dict[int, list[Event]]:
-        key = crit.model_dump_json()
+        # the criterion names its concept set; the set's content is part of the key, so two
+        # definitions using one set name for different concepts do not share cached events
+        concept_set = defn.concept_sets.get(crit.concept_set) if crit.concept_set else None
+        key = crit.model_dump_json() + (concept_set.model_dump_json() if concept_set else "")
         cache = self.__dict__.setdefault("_cache", {})
         if key not in cache:
             by_person: dict[int, list[Event]] = {}

@@ -23,3 +23,18 @@ def small_build(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
 def small_catalog_path(small_build: BuildResult) -> Path:
     """The catalog file of :func:`small_build`."""
     return small_build.catalog_path
+
+
+DEMO_PERSONS = 5000
+DEMO_SEED = 42
+
+
+@pytest.fixture(scope="session")
+def demo_size_build(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+    """A federation the size of ``make demo`` (5,000 persons, seed 42), for ground-truth checks.
+
+    Building it takes about 15 s; use it only where the 800-person federation is too small
+    (e.g. checking that a true hazard ratio lies inside a 95% confidence interval).
+    """
+    out = tmp_path_factory.mktemp("demo_size")
+    return build(out, persons=DEMO_PERSONS, seed=DEMO_SEED)

@@ -202,6 +202,12 @@ EXPECTED_BUILTINS = {
     "ibd_advanced_start",
     "ibd_hospitalization",
     "ibd_surgery",
+    "ms_start_first_dmt_high_efficacy",
+    "ms_start_first_dmt_platform",
+    "ra_start_first_advanced_anti_tnf",
+    "ra_start_first_advanced_other_moa",
+    "ibd_start_first_advanced_anti_tnf",
+    "ibd_start_first_advanced_other",
 }
 
 

@@ -53,7 +53,14 @@ def test_disease_picks_starting_definitions(catalog: Catalog) -> None:
     st = CohortState(catalog)
     assert st.disease == "Multiple sclerosis"
     assert st.start_from == HE and st.comparator == PLATFORM and st.outcome == "MS relapse"
-    assert set(st.param.start_from.objects) == {HE, PLATFORM, DIAGNOSIS, "MS relapse"}
+    assert set(st.param.start_from.objects) == {
+        HE,
+        PLATFORM,
+        DIAGNOSIS,
+        "MS relapse",
+        "MS, first DMT high-efficacy",
+        "MS, first DMT platform",
+    }
     assert st.definition == builtin_definition("ms_high_efficacy_start")
     # the form shows the definition's values
     assert (st.entry_domain, st.prior_days, st.age_range) == ("drug", 365, (18, 60))
@@ -76,6 +83,8 @@ def test_disease_picks_starting_definitions(catalog: Catalog) -> None:
         "IBD, advanced therapy start",
         "IBD hospitalization",
         "IBD surgery",
+        "IBD, first advanced therapy anti-TNF",
+        "IBD, first advanced therapy vedolizumab or ustekinumab",
     }
     st.start_from = "IBD surgery"
     assert st.definition == builtin_definition("ibd_surgery")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from pathlib import Path
+from typing import cast
 
+import ibis
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,13 +16,17 @@ from lifelines import CoxPHFitter
 from lifelines.datasets import load_rossi
 from lifelines.utils import concordance_index as lifelines_concordance
 
+from clinnova_explore.analysis.result import Provenance
+from clinnova_explore.analysis.survival.counts import SurvivalInputError
 from clinnova_explore.analysis.survival.cox import (
+    WARM_START_ROWS,
     concordance_index,
     cox,
+    cox_result,
     design_matrix,
     fit_blocks,
 )
-from clinnova_explore.analysis.survival.cox_stats import make_block
+from clinnova_explore.analysis.survival.cox_stats import block_stats, make_block, newton
 
 ROSSI_COVARIATES = ["fin", "age", "race", "wexp", "mar", "paro", "prio"]
 TIGHT = {"precision": 1e-12, "r_precision": 0.0}
@@ -195,7 +203,7 @@ def test_invalid_input_names_the_column(change: dict[str, object], message: str)
     if "drop" in change:
         df = df.drop(columns=[str(change["drop"])])
     else:
-        col, value = change["set"]  # type: ignore[misc]
+        col, value = cast(tuple[str, float], change["set"])
         df[col] = df[col].astype(float)
         df.loc[3, col] = value
     with pytest.raises((KeyError, ValueError), match=message):
@@ -227,3 +235,134 @@ def test_invalid_ties_and_single_level_categorical() -> None:
     df["const"] = 2.0
     with pytest.raises(ValueError, match="'const' is constant"):
         cox(df, duration="time", event="event", covariates=["x1", "const"])
+
+
+def test_newton_and_cox_result_rebuild_the_fit() -> None:
+    df = _synthetic()
+    cols = ["x1", "x2", "x3"]
+    fit = cox(df, duration="time", event="event", covariates=cols, strata="site")
+    blocks = [
+        make_block(p["time"], p["event"], p[cols].to_numpy(), p["site"])
+        for _, p in df.groupby("site")
+    ]
+
+    def total(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        parts = [s for b in blocks for s in block_stats(beta, b, "efron").values()]
+        return (
+            sum(s.loglik for s in parts),
+            np.sum([s.score for s in parts], axis=0),
+            np.sum([s.information for s in parts], axis=0),
+        )
+
+    beta, cov, ll, its = newton(total, len(cols), tol=1e-12, max_iter=50)
+    assert its == fit.iterations
+    rebuilt = cox_result(
+        beta,
+        cov,
+        cols,
+        loglik=ll,
+        n=len(df),
+        events=fit.events,
+        strata="site",
+        iterations=its,
+    )
+    pd.testing.assert_frame_equal(rebuilt.summary, fit.summary, atol=1e-10, rtol=0)
+    pd.testing.assert_frame_equal(rebuilt.covariance, fit.covariance, atol=1e-12, rtol=0)
+    assert rebuilt.inputs is None and np.isnan(rebuilt.concordance)
+    assert not rebuilt.robust and rebuilt.strata == "site"
+    with pytest.raises(ValueError, match="3 names for 2"):
+        cox_result(beta[:2], cov[:2, :2], cols, loglik=ll, n=1, events=1)
+
+
+def test_covariance_is_inverse_information_and_matches_lifelines() -> None:
+    df = load_rossi()
+    ours = cox(df, duration="week", event="arrest", covariates=ROSSI_COVARIATES)
+    ref = _lifelines(df)
+    assert list(ours.covariance.index) == ROSSI_COVARIATES
+    np.testing.assert_allclose(
+        ours.covariance.to_numpy(),
+        ref.variance_matrix_.loc[ROSSI_COVARIATES, ROSSI_COVARIATES].to_numpy(),
+        atol=1e-9,
+    )
+
+
+def test_provenance_can_be_attached() -> None:
+    df = _synthetic(300)
+    fit = cox(df, duration="time", event="event", covariates=["x1"])
+    assert fit.provenance is None
+    prov = Provenance(analysis="cox", mode="pooled", sites=("a", "b"))
+    tagged = dataclasses.replace(fit, provenance=prov)
+    assert tagged.provenance is prov
+    pd.testing.assert_frame_equal(tagged.summary, fit.summary)
+    assert tagged.concordance == fit.concordance
+
+
+def test_ibis_table_equals_pandas(tmp_path: Path) -> None:
+    df = _synthetic()
+    df["unused"] = "not fetched"
+    con = ibis.duckdb.connect(str(tmp_path / "cox.duckdb"))
+    table = con.create_table("d", df)
+    kw = {"duration": "time", "event": "event", "covariates": ["x1", "x2"], "strata": "site"}
+    ours = cox(table, **kw)  # type: ignore[arg-type]
+    ref = cox(df, **kw)  # type: ignore[arg-type]
+    pd.testing.assert_frame_equal(ours.summary, ref.summary, atol=1e-12, rtol=0)
+    with pytest.raises(SurvivalInputError, match="'x9'"):
+        cox(table, duration="time", event="event", covariates=["x9"])
+    with pytest.raises(TypeError, match="pandas DataFrame or an ibis table"):
+        cox(df.to_numpy(), duration="time", event="event", covariates=["x1"])
+
+
+def test_strata_list_matches_lifelines() -> None:
+    df = load_rossi()
+    cols = ["fin", "age", "prio"]
+    ours = cox(df, duration="week", event="arrest", covariates=cols, strata=["wexp", "mar"])
+    ref = _lifelines(df[["week", "arrest", *cols, "wexp", "mar"]], strata=["wexp", "mar"])
+    np.testing.assert_allclose(ours.summary["coef"], ref.params_[cols], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(ours.summary["se"], ref.standard_errors_[cols], atol=1e-6)
+    assert ours.loglik == pytest.approx(ref.log_likelihood_, abs=1e-8)
+    assert ours.concordance == pytest.approx(ref.concordance_index_, abs=1e-12)
+    assert ours.strata == ("wexp", "mar")
+    assert "wexp, mar" in ours._repr_html_()
+    one = cox(df, duration="week", event="arrest", covariates=cols, strata=["wexp"])
+    assert abs(one.loglik - ours.loglik) > 1e-3
+
+
+def test_stratum_without_events_adds_nothing() -> None:
+    df = _synthetic(600)
+    quiet = df[df["site"] == "a"].assign(site="z", event=0)
+    cols = ["x1", "x2"]
+    both = cox(
+        pd.concat([df, quiet]), duration="time", event="event", covariates=cols, strata="site"
+    )
+    alone = cox(df, duration="time", event="event", covariates=cols, strata="site")
+    np.testing.assert_allclose(both.summary["coef"], alone.summary["coef"], atol=1e-10)
+    assert both.loglik == pytest.approx(alone.loglik, abs=1e-9)
+    assert both.n == alone.n + len(quiet)
+
+
+def test_warm_start_on_large_data_reaches_the_same_maximum() -> None:
+    n = WARM_START_ROWS + 1000
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(n, 2))
+    site = rng.integers(0, 3, n)
+    t_event = rng.exponential(1 / (0.01 * np.exp(x @ [0.4, -0.3])))
+    time = np.ceil(np.minimum(t_event, rng.uniform(0, 200, n)))
+    df = pd.DataFrame({"t": time, "e": (t_event <= time).astype(int), "site": site})
+    df[["a", "b"]] = x
+    fit = cox(df, duration="t", event="e", covariates=["a", "b"], strata="site")
+    block = make_block(df["t"], df["e"], x, site)
+    beta, cov, ll, its = fit_blocks([block], 2)  # from zero, no subsample
+    np.testing.assert_allclose(fit.summary["coef"], beta, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(fit.covariance.to_numpy(), cov, rtol=1e-10)
+    assert fit.loglik == pytest.approx(ll, abs=1e-8)
+    assert fit.iterations < its  # the subsample's estimate saved full-data iterations
+
+
+def test_missing_strata_label_names_the_column() -> None:
+    df = _synthetic(200)
+    df.loc[5, "site"] = None
+    with pytest.raises(ValueError, match="strata column 'site' has missing values"):
+        cox(df, duration="time", event="event", covariates=["x1"], strata="site")
+    df["region"] = "r1"
+    with pytest.raises(ValueError, match="strata column 'site' has missing values"):
+        cox(df, duration="time", event="event", covariates=["x1"], strata=["region", "site"])

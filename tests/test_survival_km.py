@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import ibis
 import numpy as np
 import pandas as pd
@@ -12,6 +14,7 @@ from lifelines.statistics import logrank_test, multivariate_logrank_test
 from lifelines.utils import median_survival_times
 from scipy.stats import chi2, norm
 
+from clinnova_explore.analysis.result import Provenance
 from clinnova_explore.analysis.survival import (
     SurvivalInputError,
     combine_event_tables,
@@ -234,7 +237,7 @@ def test_repr_html_and_median_never_reached() -> None:
     assert res.median.loc["all", "median"] == np.inf
     assert "Kaplan-Meier" in res._repr_html_()
     with pytest.raises(TypeError, match="pandas DataFrame or an ibis table"):
-        kaplan_meier([1, 2], duration="time", event="event")  # type: ignore[arg-type]
+        kaplan_meier([1, 2], duration="time", event="event")
 
 
 def test_survival_reaching_zero_and_group_errors() -> None:
@@ -253,3 +256,16 @@ def test_survival_reaching_zero_and_group_errors() -> None:
     late = pd.DataFrame({"time": [1.0, 2.0, 0.5], "event": [1, 1, 0], "g": ["a", "a", "b"]})
     with pytest.raises(ValueError, match="singular"):
         logrank(late, duration="time", event="event", group="g")
+
+
+def test_results_take_provenance() -> None:
+    df = _synthetic()
+    prov = Provenance(analysis="survival", mode="federated", sites=("a", "b"))
+    km = kaplan_meier(df, duration="time", event="event", group="group")
+    lr = logrank(df, duration="time", event="event", group="group")
+    assert km.provenance is None and lr.provenance is None
+    km2 = dataclasses.replace(km, provenance=prov)
+    lr2 = dataclasses.replace(lr, provenance=prov)
+    assert km2.provenance is prov and lr2.provenance is prov
+    pd.testing.assert_frame_equal(km2.summary, km.summary)
+    assert lr2.statistic == lr.statistic

@@ -7,25 +7,9 @@ looks them up by.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from notebook_cells import NOTEBOOKS, code, md, write
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-OUT = Path(__file__).resolve().parent.parent / "notebooks" / "02_cohorts.ipynb"
-
-
-def md(text: str) -> nbformat.NotebookNode:
-    return new_markdown_cell(text.strip())
-
-
-def code(text: str, *tags: str) -> nbformat.NotebookNode:
-    cell = new_code_cell(text.strip())
-    if tags:
-        cell.metadata["tags"] = list(tags)
-    return cell
-
+OUT = NOTEBOOKS / "02_cohorts.ipynb"
 
 CELLS = [
     md(
@@ -206,18 +190,5 @@ counts.summary.set_index("site")["persons"]
 ]
 
 
-def build() -> nbformat.NotebookNode:
-    """The notebook, without outputs."""
-    nb = new_notebook(cells=CELLS)
-    nb.metadata["kernelspec"] = {
-        "display_name": "Python 3",
-        "language": "python",
-        "name": "python3",
-    }
-    return nb
-
-
 if __name__ == "__main__":
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT
-    nbformat.write(build(), out)
-    print(f"wrote {out}")
+    write(CELLS, OUT)

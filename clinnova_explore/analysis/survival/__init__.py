@@ -4,7 +4,9 @@
 - :mod:`~clinnova_explore.analysis.survival.km`: :func:`kaplan_meier`.
 - :mod:`~clinnova_explore.analysis.survival.logrank`: :func:`logrank`.
 - :mod:`~clinnova_explore.analysis.survival.cox`: :func:`cox` (Efron or Breslow ties, strata;
-  per-stratum sufficient statistics in :mod:`~clinnova_explore.analysis.survival.cox_stats`).
+  case weights, robust/clustered variances; per-stratum sufficient statistics, :func:`newton`
+  and :func:`block_meat` in :mod:`~clinnova_explore.analysis.survival.cox_stats`).
+- :mod:`~clinnova_explore.analysis.survival.schoenfeld`: :func:`proportional_hazards_test`.
 - :mod:`~clinnova_explore.analysis.survival.rmst`: :func:`rmst`, restricted mean survival time.
 - :mod:`~clinnova_explore.analysis.survival.competing`: :func:`aalen_johansen`, cumulative
   incidence under competing risks.
@@ -18,7 +20,7 @@ from clinnova_explore.analysis.survival.counts import (
     combine_event_tables,
     event_table,
 )
-from clinnova_explore.analysis.survival.cox import CoxResult, cox, fit_blocks
+from clinnova_explore.analysis.survival.cox import CoxInputs, CoxResult, cox, cox_result, fit_blocks
 from clinnova_explore.analysis.survival.km import (
     KaplanMeierResult,
     kaplan_meier,
@@ -30,22 +32,27 @@ from clinnova_explore.analysis.survival.logrank import (
     logrank_from_event_table,
 )
 from clinnova_explore.analysis.survival.rmst import RMSTResult, rmst
+from clinnova_explore.analysis.survival.schoenfeld import PHTestResult, proportional_hazards_test
 
 __all__ = [
     "AalenJohansenResult",
+    "CoxInputs",
     "CoxResult",
     "KaplanMeierResult",
     "LogrankResult",
+    "PHTestResult",
     "RMSTResult",
     "SurvivalInputError",
     "aalen_johansen",
     "combine_event_tables",
     "cox",
+    "cox_result",
     "event_table",
     "fit_blocks",
     "kaplan_meier",
     "kaplan_meier_from_event_table",
     "logrank",
     "logrank_from_event_table",
+    "proportional_hazards_test",
     "rmst",
 ]

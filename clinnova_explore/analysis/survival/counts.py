@@ -74,8 +74,22 @@ def _check_values(
         )
 
 
-def _from_pandas(df: pd.DataFrame, duration: str, event: str, by: tuple[str, ...]) -> pd.DataFrame:
-    check_columns(df.columns, [*by, duration, event])
+def _check_weights(weights: str, n_null: int, n_bad: int) -> None:
+    if n_null:
+        raise SurvivalInputError(
+            f"weights column {weights!r} has {n_null} missing value(s); drop or impute them first"
+        )
+    if n_bad:
+        raise SurvivalInputError(
+            f"weights column {weights!r} has {n_bad} value(s) that are not finite and > 0; "
+            "case weights must be positive"
+        )
+
+
+def _from_pandas(
+    df: pd.DataFrame, duration: str, event: str, by: tuple[str, ...], weights: str | None
+) -> pd.DataFrame:
+    check_columns(df.columns, [*by, duration, event, *([weights] if weights else [])])
     if not pd.api.types.is_numeric_dtype(df[duration]) or pd.api.types.is_bool_dtype(df[duration]):
         raise SurvivalInputError(f"duration column {duration!r} must be numeric")
     ev = df[event]
@@ -92,21 +106,42 @@ def _from_pandas(df: pd.DataFrame, duration: str, event: str, by: tuple[str, ...
     work["time"] = df[duration].astype("float64")
     work["n_events"] = ev.astype("int64")
     work["n_censored"] = 1 - work["n_events"]
+    if weights is not None:
+        if not pd.api.types.is_numeric_dtype(df[weights]) or pd.api.types.is_bool_dtype(
+            df[weights]
+        ):
+            raise SurvivalInputError(f"weights column {weights!r} must be numeric")
+        w = df[weights].astype("float64")
+        _check_weights(weights, int(w.isna().sum()), int((w.notna() & ~(w > 0)).sum()))
+        _check_weights(weights, 0, int((~np.isfinite(w.to_numpy())).sum()))
+        work["n_events"] = work["n_events"] * w
+        work["n_censored"] = work["n_censored"] * w
     keys = [*by, "time"]
     return work.groupby(keys, sort=False, dropna=False, observed=True)[list(COUNT_COLUMNS)].sum()
 
 
-def _from_ibis(t: ir.Table, duration: str, event: str, by: tuple[str, ...]) -> pd.DataFrame:
-    check_columns(t.columns, [*by, duration, event])
+def _from_ibis(
+    t: ir.Table, duration: str, event: str, by: tuple[str, ...], weights: str | None
+) -> pd.DataFrame:
+    check_columns(t.columns, [*by, duration, event, *([weights] if weights else [])])
+    if weights is not None and (
+        not t[weights].type().is_numeric() or t[weights].type().is_boolean()
+    ):
+        raise SurvivalInputError(f"weights column {weights!r} must be numeric")
     if not t[duration].type().is_numeric() or t[duration].type().is_boolean():
         raise SurvivalInputError(f"duration column {duration!r} must be numeric")
     ev = t[event].cast("int64") if t[event].type().is_boolean() else t[event]
-    checks = t.aggregate(
-        n_null_duration=t[duration].isnull().sum(),
-        n_null_event=ev.isnull().sum(),
-        min_duration=t[duration].min(),
-        n_bad_event=(ev.notnull() & ~ev.isin([0, 1])).sum(),
-    ).to_pandas()
+    metrics = {
+        "n_null_duration": t[duration].isnull().sum(),
+        "n_null_event": ev.isnull().sum(),
+        "min_duration": t[duration].min(),
+        "n_bad_event": (ev.notnull() & ~ev.isin([0, 1])).sum(),
+    }
+    if weights is not None:
+        wf = t[weights].cast("float64")
+        metrics["n_null_weight"] = wf.isnull().sum()
+        metrics["n_bad_weight"] = (wf.notnull() & (~(wf > 0) | wf.isinf())).sum()
+    checks = t.aggregate(**metrics).to_pandas()
     row = checks.iloc[0]
     _check_values(
         duration=duration,
@@ -116,6 +151,17 @@ def _from_ibis(t: ir.Table, duration: str, event: str, by: tuple[str, ...]) -> p
         min_duration=row["min_duration"],
         n_bad_event=int(row["n_bad_event"] or 0),
     )
+    if weights is not None:
+        _check_weights(weights, int(row["n_null_weight"] or 0), int(row["n_bad_weight"] or 0))
+        w = t[weights].cast("float64")
+        evf = ev.cast("float64")
+        weighted = (
+            t.mutate(time=t[duration].cast("float64"), _ev=evf * w, _ce=(1.0 - evf) * w)
+            .group_by([*by, "time"])
+            .aggregate(n_events=ibis._["_ev"].sum(), n_censored=ibis._["_ce"].sum())
+            .to_pandas()
+        )
+        return weighted.set_index([*by, "time"])[list(COUNT_COLUMNS)].astype("float64")
     evi = ev.cast("int64")
     agg = (
         t.mutate(time=t[duration].cast("float64"), _ev=evi)
@@ -131,14 +177,16 @@ def _from_ibis(t: ir.Table, duration: str, event: str, by: tuple[str, ...]) -> p
 def _finish(counts: pd.DataFrame, by: tuple[str, ...]) -> pd.DataFrame:
     """Sort by ``(by..., time)`` and add ``n_at_risk`` (reverse cumulative count per cell)."""
     out = counts.reset_index().sort_values([*by, "time"], kind="mergesort").reset_index(drop=True)
-    out["n_events"] = out["n_events"].astype("int64")
-    out["n_censored"] = out["n_censored"].astype("int64")
+    weighted = any(pd.api.types.is_float_dtype(out[c]) for c in COUNT_COLUMNS)
+    dtype = "float64" if weighted else "int64"
+    out["n_events"] = out["n_events"].astype(dtype)
+    out["n_censored"] = out["n_censored"].astype(dtype)
     total = out["n_events"] + out["n_censored"]
     if by:
         rev = total[::-1].groupby([out[c][::-1] for c in by], sort=False, dropna=False).cumsum()
-        out["n_at_risk"] = rev[::-1].astype("int64")
+        out["n_at_risk"] = rev[::-1].astype(dtype)
     else:
-        out["n_at_risk"] = total[::-1].cumsum()[::-1].astype("int64")
+        out["n_at_risk"] = total[::-1].cumsum()[::-1].astype(dtype)
     return out[[*by, "time", "n_at_risk", "n_events", "n_censored"]]
 
 
@@ -147,6 +195,7 @@ def event_table(
     duration: str,
     event: str,
     by: str | Sequence[str] | None = (),
+    weights: str | None = None,
 ) -> pd.DataFrame:
     """Count events and censorings per ``(by..., time)``, aggregated where the data live.
 
@@ -160,17 +209,23 @@ def event_table(
         Column with ``1``/``True`` for an event and ``0``/``False`` for censoring.
     by
         Column(s) to count separately (e.g. treatment group, stratum, site).
+    weights
+        Optional column of positive case weights (e.g. inverse probability weights): the
+        counts become weighted sums (float columns with the same names), summed in the
+        database for an ibis table.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``*by, time, n_at_risk, n_events, n_censored``, sorted by ``(by..., time)``;
-        ``n_at_risk`` counts subjects in the same ``by`` cell with duration ``>= time``.
+        ``n_at_risk`` counts subjects in the same ``by`` cell with duration ``>= time``
+        (integers, or weighted float sums with ``weights``).
 
     Raises
     ------
     SurvivalInputError
-        On a missing column, missing values, negative durations or events other than 0/1.
+        On a missing column, missing values, negative durations, events other than 0/1 or
+        weights that are not positive.
 
     Examples
     --------
@@ -183,9 +238,9 @@ def event_table(
     """
     keys = _as_tuple(by)
     if isinstance(data, pd.DataFrame):
-        counts = _from_pandas(data, duration, event, keys)
+        counts = _from_pandas(data, duration, event, keys, weights)
     elif isinstance(data, ir.Table):
-        counts = _from_ibis(data, duration, event, keys)
+        counts = _from_ibis(data, duration, event, keys, weights)
     else:
         raise TypeError(f"expected a pandas DataFrame or an ibis table, got {type(data).__name__}")
     return _finish(counts, keys)

@@ -1,84 +1,48 @@
-"""Cox proportional-hazards regression: exact Newton-Raphson, Efron or Breslow ties, strata.
+"""Cox proportional-hazards regression: exact Newton-Raphson, Efron or Breslow ties, strata,
+case weights and robust (sandwich) variances.
 
 The fit sums per-stratum log-likelihood, score and information (see
 :mod:`clinnova_explore.analysis.survival.cox_stats`) over one or more data blocks, so a fit
 stratified by site over per-site blocks (:func:`fit_blocks`) equals the pooled stratified fit.
+The result types live in :mod:`~clinnova_explore.analysis.survival.cox_result`.
 """
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
+import ibis.expr.types as ir
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import stats
 
+from clinnova_explore.analysis.survival.counts import check_columns
+from clinnova_explore.analysis.survival.cox_result import (
+    CoxInputs,
+    CoxResult,
+    concordance_index,
+    cox_result,
+)
 from clinnova_explore.analysis.survival.cox_stats import (
     CoxBlock,
     FloatArray,
     Ties,
-    block_stats,
+    block_meat,
     make_block,
+    newton,
+    stratum_stats,
 )
 
-__all__ = ["CoxResult", "concordance_index", "cox", "design_matrix", "fit_blocks"]
-
-
-@dataclass(frozen=True)
-class CoxResult:
-    """A fitted Cox model.
-
-    Parameters
-    ----------
-    summary
-        Indexed by covariate: ``coef``, ``se``, ``hr``, ``hr_lower``, ``hr_upper``, ``z``, ``p``.
-    loglik
-        Maximized log partial likelihood.
-    n
-        Number of rows.
-    events
-        Number of events.
-    ties
-        Tie method used.
-    strata
-        Stratification column, if any.
-    iterations
-        Newton-Raphson iterations used.
-    """
-
-    summary: pd.DataFrame
-    loglik: float
-    n: int
-    events: int
-    ties: Ties
-    strata: str | None
-    iterations: int
-    _inputs: tuple[FloatArray, npt.NDArray[np.bool_], FloatArray, npt.NDArray[Any] | None] = field(
-        repr=False, compare=False
-    )
-
-    @cached_property
-    def concordance(self) -> float:
-        """Harrell's C of the linear predictor, pairs compared within strata only.
-
-        Computed on first access (like lifelines' ``concordance_index_``).
-        """
-        return concordance_index(*self._inputs)
-
-    def _repr_html_(self) -> str:
-        table = self.summary.to_html(float_format=lambda v: f"{v:.4g}")
-        strata = f", strata={html.escape(self.strata)}" if self.strata else ""
-        foot = (
-            f"<p>Cox PH ({html.escape(self.ties)} ties{strata}): n={self.n}, "
-            f"events={self.events}, log-likelihood={self.loglik:.4f}, "
-            f"concordance={self.concordance:.4f}</p>"
-        )
-        return table + foot
+__all__ = [
+    "CoxInputs",
+    "CoxResult",
+    "concordance_index",
+    "cox",
+    "cox_result",
+    "design_matrix",
+    "fit_blocks",
+]
 
 
 def design_matrix(data: pd.DataFrame, covariates: Sequence[str]) -> pd.DataFrame:
@@ -100,32 +64,50 @@ def design_matrix(data: pd.DataFrame, covariates: Sequence[str]) -> pd.DataFrame
     pandas.DataFrame
         Float columns, same index as ``data``.
     """
-    parts: dict[str, pd.Series] = {}
+    names, x = _design(data, covariates)
+    return pd.DataFrame(x, columns=names, index=data.index)
+
+
+def _design(data: pd.DataFrame, covariates: Sequence[str]) -> tuple[list[str], FloatArray]:
+    """:func:`design_matrix` as column names and a float array (Fortran order)."""
+    columns: list[tuple[str, Any]] = []
     for col in covariates:
         s = data[col]
+        if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+            if isinstance(s.dtype, np.dtype):
+                values = np.asarray(s, dtype=np.float64)
+            else:  # pandas extension dtypes (nullable integers, booleans)
+                values = s.to_numpy(np.float64, na_value=np.nan)
+            lo, hi = values.min(), values.max()  # NaN propagates; inf shows as a bound
+            if np.isnan(lo) or np.isnan(hi):
+                raise ValueError(f"covariate {col!r} has missing values; drop or impute them first")
+            if np.isinf(lo) or np.isinf(hi):
+                raise ValueError(f"covariate {col!r} has infinite values")
+            if lo == hi:
+                raise ValueError(f"covariate {col!r} is constant; it has no effect to estimate")
+            columns.append((col, values))
+            continue
         if s.isna().any():
             raise ValueError(f"covariate {col!r} has missing values; drop or impute them first")
-        if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
-            values = s.astype(np.float64)
-            if not np.isfinite(values).all():
-                raise ValueError(f"covariate {col!r} has infinite values")
-            if values.min() == values.max():
-                raise ValueError(f"covariate {col!r} is constant; it has no effect to estimate")
-            parts[col] = values
-            continue
         cat = s.astype("category")
         levels = list(cat.cat.categories)
         if len(levels) < 2:
             raise ValueError(f"categorical covariate {col!r} has fewer than two levels")
-        for level in levels[1:]:
-            parts[f"{col}[{level}]"] = (cat == level).astype(np.float64)
-    return pd.DataFrame(parts, index=data.index)
+        codes = cat.cat.codes.to_numpy()
+        columns.extend((f"{col}[{level}]", codes == i) for i, level in enumerate(levels) if i)
+    x = np.empty((len(data), len(columns)), order="F")
+    for j, (_, values) in enumerate(columns):
+        x[:, j] = values
+    return [name for name, _ in columns], x
 
 
-def _check(data: pd.DataFrame, duration: str, event: str, columns: Sequence[str]) -> None:
-    missing = [c for c in (duration, event, *columns) if c not in data.columns]
-    if missing:
-        raise KeyError(f"column(s) {missing} not in data; available: {list(data.columns)}")
+def _columns(names: str | Sequence[str] | None) -> list[str]:
+    if names is None:
+        return []
+    return [names] if isinstance(names, str) else list(names)
+
+
+def _check(data: pd.DataFrame, duration: str, event: str, weights: str | None) -> None:
     t = data[duration]
     if not pd.api.types.is_numeric_dtype(t) or t.isna().any():
         raise ValueError(f"duration column {duration!r} must be numeric without missing values")
@@ -134,6 +116,14 @@ def _check(data: pd.DataFrame, duration: str, event: str, columns: Sequence[str]
     e = data[event]
     if e.isna().any() or not e.isin([0, 1, True, False]).all():
         raise ValueError(f"event column {event!r} must hold only 0/1 (or booleans)")
+    if weights is not None:
+        w = data[weights]
+        if not pd.api.types.is_numeric_dtype(w) or w.isna().any() or not (w > 0).all():
+            raise ValueError(
+                f"weights column {weights!r} must be numeric and > 0 without missing values"
+            )
+        if not np.isfinite(w.to_numpy(np.float64)).all():
+            raise ValueError(f"weights column {weights!r} has infinite values")
 
 
 def fit_blocks(
@@ -143,6 +133,7 @@ def fit_blocks(
     ties: Ties = "efron",
     tol: float = 1e-12,
     max_iter: int = 50,
+    beta0: npt.ArrayLike | None = None,
 ) -> tuple[FloatArray, FloatArray, float, int]:
     """Newton-Raphson on per-stratum statistics summed over blocks.
 
@@ -160,11 +151,13 @@ def fit_blocks(
         Stop when the largest Newton step is below ``tol`` (absolute).
     max_iter
         Maximum number of iterations.
+    beta0
+        Starting coefficients (default zero).
 
     Returns
     -------
     tuple
-        ``(beta, covariance, loglik, iterations)``.
+        ``(beta, covariance, loglik, iterations)`` as :func:`~.cox_stats.newton`.
     """
     seen: set[object] = set()
     for block in blocks:
@@ -173,123 +166,63 @@ def fit_blocks(
             raise ValueError(f"stratum {sorted(map(str, dup))} appears in more than one block")
         seen |= set(block.strata)
 
+    strata = [st for block in blocks for st in block.strata.values()]
+
     def total(beta: FloatArray) -> tuple[float, FloatArray, FloatArray]:
         ll, score, info = 0.0, np.zeros(p), np.zeros((p, p))
-        for block in blocks:
-            for st in block_stats(beta, block, ties).values():
-                ll += st.loglik
-                score += st.score
-                info += st.information
+        for st in strata:
+            part = stratum_stats(beta, st, ties)
+            ll += part.loglik
+            score += part.score
+            info += part.information
         return ll, score, info
 
-    beta = np.zeros(p)
-    ll, score, info = total(beta)
-    for it in range(1, max_iter + 1):
-        step = np.linalg.solve(info, score)
-        new = beta + step
-        new_ll, new_score, new_info = total(new)
-        halvings = 0
-        while not new_ll >= ll - 1e-12 * abs(ll) and halvings < 30:
-            step /= 2.0
-            new = beta + step
-            new_ll, new_score, new_info = total(new)
-            halvings += 1
-        beta, ll, score, info = new, new_ll, new_score, new_info
-        if np.max(np.abs(step)) < tol:
-            return beta, np.linalg.inv(info).astype(np.float64), ll, it
-    raise RuntimeError(
-        f"Cox fit did not converge in {max_iter} iterations (last step "
-        f"{np.max(np.abs(step)):.3g}); check for separation or collinear covariates"
-    )
+    return newton(total, p, tol=tol, max_iter=max_iter, beta0=beta0)
 
 
-def concordance_index(
-    time: npt.ArrayLike,
-    event: npt.ArrayLike,
-    risk: npt.ArrayLike,
-    strata: npt.ArrayLike | None = None,
-) -> float:
-    """Harrell's C: share of comparable pairs where the earlier event has the higher risk.
+WARM_START_ROWS = 100_000  # from this many rows, start Newton from a subsample's estimate
+WARM_START_STRIDE = 16
 
-    A pair is comparable when one subject has an event strictly before the other's time, or
-    an event at the time the other is censored; pairs of tied events are not comparable.
-    Tied risks count one half. With ``strata``, only pairs within a stratum are compared.
 
-    Parameters
-    ----------
-    time, event, risk
-        Durations, event indicators, predicted risk (higher = earlier event).
-    strata
-        Optional stratum label per row.
+def _warm_start(
+    time: FloatArray,
+    event: npt.NDArray[np.bool_],
+    x: FloatArray,
+    weights: FloatArray | None,
+    labels: npt.NDArray[Any] | None,
+    ties: Ties,
+) -> FloatArray | None:
+    """Rough estimate from every 16th row: a start that saves the full data ~2 iterations.
 
-    Returns
-    -------
-    float
-        The concordance index (``nan`` if there are no comparable pairs).
+    Newton then converges to the same maximum (to ``tol``); any trouble here (e.g.
+    separation in the subsample) just means starting from zero.
     """
-    t = np.asarray(time, dtype=np.float64)
-    e = np.asarray(event).astype(bool)
-    r = pd.factorize(np.asarray(risk, dtype=np.float64), sort=True)[0].astype(np.int64)
-    lab = (
-        np.zeros(len(t), np.int64)
-        if strata is None
-        else pd.factorize(np.asarray(strata), sort=True)[0].astype(np.int64)
+    k = WARM_START_STRIDE
+    sub = make_block(
+        time[::k],
+        event[::k],
+        x[::k],
+        None if labels is None else labels[::k],
+        None if weights is None else weights[::k],
     )
-    # order: stratum, time, events before censored; "later" = after in this order
-    order = np.lexsort((~e, t, lab))
-    t, e, r, lab = t[order], e[order], r[order], lab[order]
-    less, equal, n_later = _later_counts(r, lab)
-    # remove tied events at the same time (not comparable) from the counts
-    new = np.ones(len(t), dtype=bool)
-    new[1:] = (t[1:] != t[:-1]) | (lab[1:] != lab[:-1])
-    key_t = np.cumsum(new) - 1
-    tl, te, tc = _later_counts(r[e], key_t[e])
-    less[e] -= tl
-    equal[e] -= te
-    n_later[e] -= tc
-    pairs = n_later[e].sum()
-    if pairs == 0:
-        return float("nan")
-    return float((less[e].sum() + 0.5 * equal[e].sum()) / pairs)
-
-
-def _later_counts(
-    rank: npt.NDArray[np.int64], group: npt.NDArray[np.int64]
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """For each row, counts of later rows in its group with smaller / equal rank, and all."""
-    n = len(rank)
-    big = int(rank.max()) + 2 if n else 1
-    less = np.zeros(n, np.int64)
-    equal = np.zeros(n, np.int64)
-    idx = np.arange(n)
-    gstart = np.searchsorted(group, group, side="left")  # rows are sorted by group
-    gend = np.searchsorted(group, group, side="right")
-    pos = idx - gstart
-    width = 1
-    maxlen = int((gend - gstart).max()) if n else 0
-    while width < maxlen:
-        pair = pos // (2 * width)
-        left = (pos % (2 * width)) < width
-        base = (group.astype(np.int64) * (maxlen // (2 * width) + 1) + pair) * big
-        keys = np.sort(base[~left] + rank[~left])
-        q = base[left] + rank[left]
-        lo = np.searchsorted(keys, base[left], side="left")
-        lt = np.searchsorted(keys, q, side="left")
-        le = np.searchsorted(keys, q, side="right")
-        less[left] += lt - lo
-        equal[left] += le - lt
-        width *= 2
-    return less, equal, gend - idx - 1
+    try:
+        beta = fit_blocks([sub], x.shape[1], ties=ties, tol=1e-4, max_iter=20)[0]
+    except (RuntimeError, np.linalg.LinAlgError):
+        return None
+    return beta if np.isfinite(beta).all() else None
 
 
 def cox(
-    data: pd.DataFrame,
+    data: pd.DataFrame | ir.Table,
     *,
     duration: str,
     event: str,
     covariates: Sequence[str],
-    strata: str | None = None,
+    strata: str | Sequence[str] | None = None,
     ties: Ties = "efron",
+    weights: str | None = None,
+    robust: bool = False,
+    cluster: str | None = None,
     tol: float = 1e-12,
     max_iter: int = 50,
     alpha: float = 0.05,
@@ -299,7 +232,8 @@ def cox(
     Parameters
     ----------
     data
-        One row per subject.
+        One row per subject: a pandas DataFrame, or an ibis table (only the needed columns
+        are fetched; run it where the data live).
     duration
         Column with follow-up time (non-negative).
     event
@@ -307,13 +241,25 @@ def cox(
     covariates
         Covariate columns; non-numeric columns become dummies (first level dropped).
     strata
-        Optional column: separate baseline hazard per stratum.
+        Optional column(s): separate baseline hazard per stratum (per combination).
     ties
         ``"efron"`` (default) or ``"breslow"``.
+    weights
+        Optional column of positive case weights (e.g. inverse probability weights), used as
+        R ``coxph(weights=)`` and lifelines ``weights_col``. With non-integer weights use
+        ``robust=True`` for valid standard errors.
+    robust
+        Sandwich (Lin-Wei) standard errors from score residuals, as lifelines
+        ``robust=True`` and R ``coxph(robust = TRUE)``.
+    cluster
+        Optional column: clustered sandwich standard errors, residuals summed per cluster
+        (lifelines ``cluster_col``, R ``cluster()``); implies ``robust``.
     tol
         Convergence tolerance on the Newton step.
     max_iter
-        Maximum Newton iterations.
+        Maximum Newton iterations. From 100,000 rows on, Newton starts from the estimate on
+        every 16th row (same maximum, fewer passes over all rows); ``iterations`` counts the
+        steps on all rows.
     alpha
         Confidence intervals are ``1 - alpha``.
 
@@ -328,7 +274,7 @@ def cox(
     >>> df = pd.DataFrame({"t": [1, 2, 3, 4, 5, 6], "e": [1, 1, 0, 1, 1, 0],
     ...                    "x": [2.0, 0.5, 1.0, 1.5, 0.0, 0.2]})
     >>> fit = cox(df, duration="t", event="e", covariates=["x"])
-    >>> fit.summary.round(4)
+    >>> fit.summary.round(4)  # doctest: +NORMALIZE_WHITESPACE
                  coef      se      hr  hr_lower  hr_upper       z       p
     covariate
     x          1.5111  1.0605  4.5317     0.567   36.2181  1.4249  0.1542
@@ -337,29 +283,66 @@ def cox(
         raise ValueError(f"ties must be 'efron' or 'breslow', not {ties!r}")
     if not covariates:
         raise ValueError("give at least one covariate")
-    _check(data, duration, event, [*covariates, *([strata] if strata else [])])
-    if strata is not None and data[strata].isna().any():
-        raise ValueError(f"strata column {strata!r} has missing values")
-    x = design_matrix(data, covariates)
-    time = data[duration].to_numpy(np.float64)
+    strata_cols = _columns(strata)
+    extra = _columns(weights) + _columns(cluster)
+    needed = list(dict.fromkeys([duration, event, *covariates, *strata_cols, *extra]))
+    if isinstance(data, ir.Table):
+        check_columns(data.columns, needed)
+        data = data.select(*needed).to_pandas()
+    elif not isinstance(data, pd.DataFrame):
+        raise TypeError(f"expected a pandas DataFrame or an ibis table, got {type(data).__name__}")
+    check_columns(data.columns, needed)
+    _check(data, duration, event, weights)
+    checked = [*_columns(cluster), *(strata_cols if len(strata_cols) > 1 else [])]
+    for col in checked:
+        if data[col].isna().any():
+            role = "cluster" if col == cluster else "strata"
+            raise ValueError(f"{role} column {col!r} has missing values; drop or fill them")
+    names, x = _design(data, covariates)
     ev = data[event].to_numpy().astype(bool)
-    labels = None if strata is None else data[strata].to_numpy()
-    block = make_block(time, ev, x.to_numpy(), labels)
-    beta, cov, ll, its = fit_blocks([block], x.shape[1], ties=ties, tol=tol, max_iter=max_iter)
-    se = np.sqrt(np.diag(cov))
-    zq = stats.norm.ppf(1 - alpha / 2)
-    z = beta / se
-    summary = pd.DataFrame(
-        {
-            "coef": beta,
-            "se": se,
-            "hr": np.exp(beta),
-            "hr_lower": np.exp(beta - zq * se),
-            "hr_upper": np.exp(beta + zq * se),
-            "z": z,
-            "p": 2 * stats.norm.sf(np.abs(z)),
-        },
-        index=pd.Index(x.columns, name="covariate"),
+    labels: npt.NDArray[Any] | None = None
+    if strata_cols:
+        raw = (
+            data[strata_cols[0]].to_numpy()
+            if len(strata_cols) == 1
+            else pd.MultiIndex.from_frame(data[strata_cols]).to_numpy()
+        )
+        labels = pd.factorize(raw, sort=True)[0]
+        if (labels < 0).any():
+            raise ValueError(
+                f"strata column {strata_cols[0]!r} has missing values; drop or fill them"
+            )
+    time = data[duration].to_numpy(np.float64)
+    w = None if weights is None else data[weights].to_numpy(np.float64)
+    block = make_block(
+        time,
+        ev,
+        x,
+        labels,
+        weights=w,
+        cluster=None if cluster is None else data[cluster].to_numpy(),
     )
-    inputs = (time, ev, x.to_numpy() @ beta, labels)
-    return CoxResult(summary, ll, len(data), int(ev.sum()), ties, strata, its, inputs)
+    p = x.shape[1]
+    beta0 = None
+    if len(data) >= WARM_START_ROWS:
+        beta0 = _warm_start(time, ev, x, w, labels, ties)
+    beta, cov, ll, its = fit_blocks([block], p, ties=ties, tol=tol, max_iter=max_iter, beta0=beta0)
+    naive = cov
+    sandwich = robust or cluster is not None
+    if sandwich:
+        cov = naive @ block_meat(beta, block, ties) @ naive
+    block.clear_scratch()
+    return cox_result(
+        beta,
+        cov,
+        names,
+        loglik=ll,
+        n=len(data),
+        events=int(ev.sum()),
+        ties=ties,
+        strata=strata,
+        iterations=its,
+        alpha=alpha,
+        robust=sandwich,
+        inputs=CoxInputs(blocks=(block,), information_inverse=naive),
+    )

@@ -1,28 +1,54 @@
 """Exact Cox partial-likelihood statistics per stratum, vectorized with numpy.
 
-The Cox fit is Newton-Raphson on a sum of per-stratum terms. :func:`block_stats` computes,
-for one data block (e.g. one site) and a given coefficient vector, the log partial likelihood,
-score vector and information matrix of every stratum in the block. Because strata share no
-risk sets, summing these terms over blocks gives exactly the pooled stratified fit, which is
-what makes a site-stratified Cox model federable: only ``p + p*p + 1`` numbers per stratum
-leave a site per iteration.
+The Cox fit is Newton-Raphson (:func:`newton`) on a sum of per-stratum terms. :func:`block_stats`
+computes, for one data block (e.g. one site) and a given coefficient vector, the log partial
+likelihood, score vector and information matrix of every stratum in the block. Because strata
+share no risk sets, summing these terms over blocks gives exactly the pooled stratified fit,
+which is what makes a site-stratified Cox model federable: only ``p + p*p + 1`` numbers per
+stratum leave a site per iteration. :func:`block_meat` gives the middle of the robust
+(sandwich) variance the same way.
 
-Ties are handled with Efron's approximation (default) or Breslow's.
+Ties are handled with Efron's approximation (default) or Breslow's. Case weights follow R's
+``coxph`` and lifelines' ``weights_col``: each tied event time contributes its ``d`` Efron
+terms with the mean case weight of its ``d`` events.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
-__all__ = ["CoxBlock", "StratumStats", "Ties", "block_stats", "make_block", "stratum_stats"]
+from clinnova_explore.analysis.survival.cox_block import (
+    CoxBlock,
+    FloatArray,
+    SortedStratum,
+    Ties,
+    cumulative_hazard,
+    make_block,
+    matvec,
+    per_time,
+    scratch,
+    segment_sums,
+    tdot,
+    weighted_gram,
+)
 
-Ties = Literal["efron", "breslow"]
-FloatArray = npt.NDArray[np.float64]
+__all__ = [
+    "CoxBlock",
+    "FloatArray",
+    "StratumStats",
+    "Ties",
+    "block_meat",
+    "block_stats",
+    "make_block",
+    "newton",
+    "schoenfeld_residuals",
+    "score_residuals",
+    "stratum_stats",
+]
 
 
 @dataclass(frozen=True)
@@ -44,146 +70,67 @@ class StratumStats:
     information: FloatArray
 
 
-@dataclass(frozen=True)
-class _SortedStratum:
-    """One stratum sorted by time, with everything that does not depend on ``beta``."""
+def _risk_sums(st: SortedStratum, w: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Risk-set sums ``S0 = sum w`` and ``S1 = sum w x`` at each event time (``K`` and ``K x p``).
 
-    x: FloatArray  # centred within the stratum; rows sorted by time ascending
-    starts: npt.NDArray[np.intp]  # first row of each distinct time
-    group: npt.NDArray[np.intp]  # row -> distinct-time index
-    event_rows: npt.NDArray[np.intp]  # rows with an event, in time order
-    event_time: npt.NDArray[np.intp]  # distinct-time index of each event time (K)
-    entry_time: npt.NDArray[np.intp]  # event row -> event-time number (0..K-1)
-    event_first: npt.NDArray[np.intp]  # position in event_rows of each event time's first event
-    frac: FloatArray  # Efron's l / d for each event row
-    x_events: FloatArray  # x of the event rows
-    x_event_sum: FloatArray  # sum of x over events
-    tied: bool  # whether any event time has more than one event
+    Rows are sorted by time descending, so the risk set of event time ``k`` is the union of the
+    risk segments ``0..k``: segment sums, then cumulative sums over the ``K`` event times.
+    """
+    s1 = segment_sums(st.x, st.seg_ptr, st.seg_idx, w)
+    np.cumsum(s1, axis=0, out=s1)
+    s0 = np.add.reduceat(w[: st.seg_ptr[-1]], st.seg_ptr[:-1])
+    return np.cumsum(s0, out=s0), s1
 
 
 @dataclass(frozen=True)
-class CoxBlock:
-    """One block of data (e.g. one site), split into strata and sorted by time.
+class _Terms:
+    """Per-event-time pieces of one stratum at ``beta`` (shared by stats and residuals).
 
-    Build it with :func:`make_block`; pass it to :func:`block_stats`.
+    ``w`` and ``s1`` may be scratch arrays of the stratum: valid until its next evaluation.
     """
 
-    strata: dict[object, _SortedStratum]
+    w: FloatArray  # case weight * exp(eta - shift) per row
+    eta_events: FloatArray  # eta of the event rows
+    shift: float
+    s1: FloatArray  # S1 at each event time (K x p)
+    d1: FloatArray | None  # sum of w x over the tied events (Efron), K x p
+    inv: FloatArray  # 1 / r0 per event
+    c0: FloatArray  # m * sum over the time's events of 1 / r0
+    c1: FloatArray | None  # m * sum of f / r0 (Efron)
+    m: FloatArray | None  # mean case weight per event time
 
 
-def make_block(
-    time: npt.ArrayLike,
-    event: npt.ArrayLike,
-    x: npt.ArrayLike,
-    strata: npt.ArrayLike | None = None,
-) -> CoxBlock:
-    """Split a block into strata, sort each by time and centre its covariates.
-
-    Centring a covariate by a constant within a stratum leaves that stratum's partial
-    likelihood, score and information unchanged, so each stratum is centred on its own mean
-    for numerical stability.
-
-    Parameters
-    ----------
-    time
-        Durations (length ``n``).
-    event
-        Event indicators (truthy = event observed).
-    x
-        Design matrix (``n x p``), already numeric.
-    strata
-        Stratum label per row, or ``None`` for a single stratum.
-
-    Returns
-    -------
-    CoxBlock
-        The prepared block.
-    """
-    t = np.asarray(time, dtype=np.float64)
-    e = np.asarray(event).astype(bool)
-    xm = np.ascontiguousarray(np.asarray(x, dtype=np.float64).reshape(len(t), -1))
-    if strata is None:
-        labels: npt.NDArray[np.int64] = np.zeros(len(t), dtype=np.int64)
-        keys: list[object] = [None]
-    else:
-        codes, uniq = pd.factorize(np.asarray(strata), sort=True)
-        labels = codes.astype(np.int64)
-        keys = list(uniq)
-    # sort by time, then (stable, radix for small ints) by stratum; the order within tied
-    # times does not matter for the partial likelihood
-    order = np.argsort(t)
-    if len(keys) > 1:
-        small = labels[order].astype(np.int16 if len(keys) < 2**15 else np.int64)
-        order = order[np.argsort(small, kind="stable")]
-    t, e, labels = t[order], e[order], labels[order]
-    xm = np.take(xm, order, axis=0)
-    bounds = np.flatnonzero(np.diff(labels)) + 1
-    starts = np.concatenate([[0], bounds])
-    ends = np.concatenate([bounds, [len(t)]])
-    out: dict[object, _SortedStratum] = {}
-    for start, end in zip(starts, ends, strict=True):
-        out[keys[labels[start]]] = _sorted_stratum(t[start:end], e[start:end], xm[start:end])
-    return CoxBlock(strata=out)
+def _terms(beta: FloatArray, st: SortedStratum, ties: Ties) -> _Terms:
+    n = len(st.x)
+    eta = matvec(st.x, beta, scratch(st, "n", (n,)))
+    eta_events = eta[st.event_rows]
+    shift = float(eta.max())
+    eta -= shift
+    w = np.exp(eta, out=eta)
+    if st.weights is not None:
+        w *= st.weights
+    s0, s1 = _risk_sums(st, w)
+    # one denominator r0 per event; Efron removes the fraction l/d of the tied events' weight:
+    # r0 = S0 - f D0, r1 = S1 - f D1, with D the sums over the events tied at that time
+    efron = ties == "efron" and st.tied
+    r0 = s0[st.entry_time] if st.tied else s0
+    d1 = c1 = None
+    m = st.mean_weight
+    if efron:
+        we = w[st.event_rows]
+        r0 = r0 - st.frac * per_time(st, we)[st.entry_time]
+        d1 = segment_sums(st.x, st.event_ptr, st.event_rows, we)
+    inv = 1.0 / r0
+    c0 = per_time(st, inv)
+    if efron:
+        c1 = per_time(st, st.frac * inv)
+    if m is not None:
+        c0 = c0 * m
+        c1 = None if c1 is None else c1 * m
+    return _Terms(w, eta_events, shift, s1, d1, inv, c0, c1, m)
 
 
-def _sorted_stratum(
-    time: FloatArray, event: npt.NDArray[np.bool_], x: FloatArray
-) -> _SortedStratum:
-    """Precompute everything about one sorted stratum that does not depend on ``beta``."""
-    x = x - x.mean(axis=0)
-    new = np.empty(len(time), dtype=bool)
-    new[0] = True
-    np.not_equal(time[1:], time[:-1], out=new[1:])
-    starts = np.flatnonzero(new)
-    group = np.cumsum(new) - 1
-    rows = np.flatnonzero(event)
-    event_group = group[rows]  # sorted, so each event time is one run
-    first = np.flatnonzero(np.diff(event_group, prepend=-1))
-    event_time = event_group[first]
-    dk = np.diff(first, append=len(rows))
-    entry_time = np.repeat(np.arange(len(dk)), dk)
-    frac = (np.arange(len(rows)) - first[entry_time]) / dk[entry_time]
-    xe = x[rows]
-    return _SortedStratum(
-        x=x,
-        starts=starts,
-        group=group,
-        event_rows=rows,
-        event_time=event_time,
-        entry_time=entry_time,
-        event_first=first,
-        frac=frac,
-        x_events=xe,
-        x_event_sum=xe.sum(axis=0),
-        tied=bool((dk > 1).any()),
-    )
-
-
-def _per_time(stratum: _SortedStratum, values: FloatArray) -> FloatArray:
-    """Sums of ``values`` (one entry or row per event) per event time, segment by segment."""
-    n_times = len(stratum.event_time)
-    if values.ndim == 1:
-        out = np.bincount(stratum.entry_time, weights=values, minlength=n_times)
-    elif 4 * n_times < len(values):  # few event times: sum each segment directly
-        out = np.add.reduceat(values, stratum.event_first, axis=0)
-    else:
-        cols = [np.bincount(stratum.entry_time, weights=c, minlength=n_times) for c in values.T]
-        out = np.stack(cols, axis=1)
-    return np.asarray(out, dtype=np.float64)
-
-
-def _risk_sums(
-    w: FloatArray, wx: FloatArray, starts: npt.NDArray[np.intp]
-) -> tuple[FloatArray, FloatArray]:
-    """Sums of ``w`` and ``wx`` over the rows at or after each distinct time's first row."""
-    if 4 * len(starts) < len(w):  # many ties: sum per time first, then accumulate
-        s0 = np.cumsum(np.add.reduceat(w, starts)[::-1])[::-1]
-        s1 = np.cumsum(np.add.reduceat(wx, starts, axis=0)[::-1], axis=0)[::-1]
-        return s0, s1
-    return np.cumsum(w[::-1])[::-1][starts], np.cumsum(wx[::-1], axis=0)[::-1][starts]
-
-
-def stratum_stats(beta: FloatArray, stratum: _SortedStratum, ties: Ties) -> StratumStats:
+def stratum_stats(beta: FloatArray, stratum: SortedStratum, ties: Ties) -> StratumStats:
     """Log partial likelihood, score and information of one prepared stratum.
 
     Parameters
@@ -200,49 +147,51 @@ def stratum_stats(beta: FloatArray, stratum: _SortedStratum, ties: Ties) -> Stra
     StratumStats
         The stratum's contribution.
     """
-    x, st = stratum.x, stratum
-    p = x.shape[1]
-    n_times = len(st.event_time)
-    if n_times == 0:
+    st = stratum
+    p = st.x.shape[1]
+    if st.n_times == 0:
         return StratumStats(0.0, np.zeros(p), np.zeros((p, p)))
-    eta = x @ beta
-    shift = eta.max()
-    w = np.exp(eta - shift)
-    # risk-set sums S0, S1 at each event time
-    s0, s1 = _risk_sums(w, w[:, None] * x, st.starts)
-    s0, s1 = s0[st.event_time], s1[st.event_time]
-    # one denominator r0 per event; Efron removes the fraction l/d of the tied events' weight:
-    # r0 = S0 - f D0, r1 = S1 - f D1, with D the sums over the events tied at that time
-    efron = ties == "efron" and st.tied
-    r0 = s0[st.entry_time]
-    if efron:
-        we = w[st.event_rows]
-        r0 = r0 - st.frac * _per_time(st, we)[st.entry_time]
-        d1 = _per_time(st, we[:, None] * st.x_events)
-    inv = 1.0 / r0
-    c0 = _per_time(st, inv)
-    q0 = _per_time(st, inv * inv)
-    score = st.x_event_sum - c0 @ s1
-    mtm = (s1 * q0[:, None]).T @ s1  # sum over events of (r1/r0)(r1/r0)'
-    if efron:
+    return _stratum_stats(beta, st, ties)
+
+
+def _stratum_stats(beta: FloatArray, st: SortedStratum, ties: Ties) -> StratumStats:
+    tm = _terms(beta, st, ties)
+    inv, s1, d1, m = tm.inv, tm.s1, tm.d1, tm.m
+
+    def weighted(values: FloatArray) -> FloatArray:
+        out = per_time(st, values)
+        return out if m is None else out * m
+
+    q0 = weighted(inv * inv)
+    score = st.x_event_sum - tdot(s1, tm.c0)
+    # sum over events of (r1/r0)(r1/r0)' = sum over event times of q0 S1 S1' (+ Efron terms)
+    mtm = weighted_gram(s1, q0, st)
+    if d1 is not None and tm.c1 is not None:
         fi = st.frac * inv
-        c1 = _per_time(st, fi)
-        q1 = _per_time(st, fi * inv)
-        q2 = _per_time(st, fi * fi)
-        score += c1 @ d1
-        cross = (s1 * q1[:, None]).T @ d1
-        mtm += (d1 * q2[:, None]).T @ d1 - cross - cross.T
-    loglik = float(eta[st.event_rows].sum() - len(r0) * shift - np.log(r0).sum())
-    # sum over events of S2/r0 = sum_i w_i x_i x_i' * (sum of 1/r0 over events at times
-    # <= t_i); scaling rows by the square root lets numpy use a symmetric rank-k product
-    a = np.zeros(len(st.starts))
-    a[st.event_time] = c0
-    xg = x * np.sqrt(w * np.cumsum(a)[st.group])[:, None]
-    information = xg.T @ xg - mtm
-    if efron:
-        # minus sum over events of f/r0 * (sum of w x x' over the events tied with it)
-        xh = st.x_events * np.sqrt(we * c1[st.entry_time])[:, None]
-        information -= xh.T @ xh
+        q1 = weighted(fi * inv)
+        q2 = weighted(fi * fi)
+        score += tdot(d1, tm.c1)
+        cross = tdot(s1 * q1[:, None], d1)
+        mtm += tdot(d1 * q2[:, None], d1) - cross - cross.T
+    log_r0 = np.log(inv)
+    if m is None:
+        n_ev = float(len(inv))
+        ll_eta = float(tm.eta_events.sum())
+        ll_den = float(log_r0.sum())
+    else:
+        we = st.weights[st.event_rows] if st.weights is not None else 1.0
+        n_ev = float((m * np.diff(st.event_first, append=len(inv))).sum())
+        ll_eta = float(np.dot(we, tm.eta_events))
+        ll_den = float(np.dot(m, per_time(st, log_r0)))
+    loglik = ll_eta - n_ev * tm.shift + ll_den
+    # sum over events of S2/r0 = sum_i w_i x_i x_i' * (sum of c0 over event times <= t_i)
+    v = cumulative_hazard(st, tm.c0)
+    v *= tm.w[: len(v)]
+    if d1 is not None and tm.c1 is not None:
+        # Efron: minus sum over events of f/r0 * (sum of w x x' over the events tied with
+        # it), folded into the same weights (c1 <= c0 of the event's own time, so v >= 0)
+        v[st.event_rows] -= tm.w[st.event_rows] * tm.c1[st.entry_time]
+    information = weighted_gram(st.x, v, st) - mtm
     return StratumStats(loglik, score, information)
 
 
@@ -264,3 +213,178 @@ def block_stats(beta: FloatArray, block: CoxBlock, ties: Ties) -> dict[object, S
         ``{stratum label: StratumStats}``.
     """
     return {key: stratum_stats(beta, s, ties) for key, s in block.strata.items()}
+
+
+def _event_means(st: SortedStratum, tm: _Terms) -> tuple[FloatArray, FloatArray]:
+    """Per event: the ``r1 / r0`` of its term and the mean of those over its time's terms."""
+    r1 = tm.s1[st.entry_time] if st.tied else tm.s1
+    if tm.d1 is not None:
+        r1 = r1 - st.frac[:, None] * tm.d1[st.entry_time]
+    xbar = r1 * tm.inv[:, None]
+    if not st.tied:
+        return xbar, xbar
+    d = np.diff(st.event_first, append=len(st.event_rows)).astype(np.float64)
+    return xbar, (per_time(st, xbar) / d[:, None])[st.entry_time]
+
+
+def schoenfeld_residuals(beta: FloatArray, stratum: SortedStratum, ties: Ties) -> FloatArray:
+    """Schoenfeld residuals of one stratum's events (rows ``stratum.event_rows``).
+
+    Each event gets ``x_i`` minus the risk-set mean of ``x`` at its time; with Efron ties the
+    mean of the ``d`` Efron terms' means (as lifelines and R ``residuals(type = "schoenfeld")``).
+    """
+    st = stratum
+    if st.n_times == 0:
+        return np.zeros((0, st.x.shape[1]))
+    return st.x[st.event_rows] - _event_means(st, _terms(beta, st, ties))[1]
+
+
+def score_residuals(beta: FloatArray, stratum: SortedStratum, ties: Ties) -> FloatArray:
+    """Score residuals of one stratum's rows (in its sorted order), without case weights.
+
+    Row ``i`` gets ``delta_i (x_i - xbar_i) - sum_l dLambda_l exp(eta_i) (x_i - xbar_l)`` over
+    the event-time terms ``l`` it is at risk for; with Efron ties an event counts at risk with
+    ``1 - l/d`` in the ``l``-th term of its own time and its ``xbar_i`` is the mean of the ``d``
+    terms' means (as R's ``residuals.coxph(type = "score")``). Multiplied by the case weights
+    and summed, they give the score vector.
+    """
+    st = stratum
+    n, p = st.x.shape
+    if st.n_times == 0:
+        return np.zeros((n, p))
+    return _score_residuals(beta, st, ties)
+
+
+def _score_residuals(beta: FloatArray, st: SortedStratum, ties: Ties) -> FloatArray:
+    tm = _terms(beta, st, ties)
+    m = tm.m
+    phi = tm.w if st.weights is None else tm.w / st.weights  # exp(eta - shift)
+    xbar, mean_xbar = _event_means(st, tm)
+    # hazard part: -phi_i * sum over event times <= t_i of (c0_k x_i - g_k), g = m sum r1/r0^2
+    g = per_time(st, xbar * tm.inv[:, None])
+    if m is not None:
+        g = g * m[:, None]
+    at_risk = len(st.row_seg)
+    big_g = np.cumsum(g[::-1], axis=0)[::-1][st.row_seg]
+    resid = np.zeros_like(st.x)
+    resid[:at_risk] = -phi[:at_risk, None] * (
+        st.x[:at_risk] * cumulative_hazard(st, tm.c0)[:, None] - big_g
+    )
+    # event part: x_e minus the mean of its time's term means
+    x_events = st.x[st.event_rows]
+    add = x_events - mean_xbar
+    if tm.d1 is not None and tm.c1 is not None:
+        # Efron: an event is at risk with weight 1 - f in its own time's terms; add back f
+        gf = per_time(st, xbar * (st.frac * tm.inv)[:, None])
+        if m is not None:
+            gf = gf * m[:, None]
+        pe = phi[st.event_rows][:, None]
+        add += pe * (x_events * tm.c1[st.entry_time][:, None] - gf[st.entry_time])
+    resid[st.event_rows] += add
+    return resid
+
+
+def block_meat(beta: FloatArray, block: CoxBlock, ties: Ties) -> FloatArray:
+    """Middle of the sandwich variance: sum of outer products of (clustered) score residuals.
+
+    Each row's score residual (:func:`score_residuals`) times its case weight, summed per
+    cluster when the block has clusters (else per row), gives ``sum_c U_c U_c'``. Blocks whose
+    clusters do not cross blocks add up to the pooled meat; the robust covariance is
+    ``I^-1 (sum of meats) I^-1`` (lifelines ``robust=True`` / ``cluster_col``, R ``coxph``
+    ``robust`` / ``cluster``).
+
+    Parameters
+    ----------
+    beta
+        Coefficients (length ``p``), normally the fitted ones.
+    block
+        A block from :func:`make_block` (with ``cluster`` for a clustered variance).
+    ties
+        ``"efron"`` or ``"breslow"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        The ``p x p`` meat matrix of this block.
+    """
+    p = len(beta)
+    meat = np.zeros((p, p))
+    per_cluster = np.zeros((block.n_clusters, p)) if block.n_clusters else None
+    for st in block.strata.values():
+        u = score_residuals(beta, st, ties)
+        if st.weights is not None:
+            u *= st.weights[:, None]
+        if per_cluster is not None and st.cluster is not None:
+            for j in range(p):
+                per_cluster[:, j] += np.bincount(
+                    st.cluster, weights=u[:, j], minlength=block.n_clusters
+                )
+        else:
+            meat += tdot(u, u)
+    if per_cluster is not None:
+        meat += tdot(per_cluster, per_cluster)
+    return meat
+
+
+TotalStats = Callable[[FloatArray], tuple[float, FloatArray, FloatArray]]
+
+
+def newton(
+    total: TotalStats,
+    p: int,
+    tol: float = 1e-12,
+    max_iter: int = 50,
+    beta0: npt.ArrayLike | None = None,
+) -> tuple[FloatArray, FloatArray, float, int]:
+    """Maximize a log partial likelihood by Newton-Raphson with step halving.
+
+    Parameters
+    ----------
+    total
+        ``beta -> (loglik, score, information)`` summed over every stratum (and every site,
+        e.g. one federated round per call).
+    p
+        Number of coefficients.
+    tol
+        Stop when the largest absolute Newton step is below ``tol`` (that last step is taken
+        without another call of ``total``).
+    max_iter
+        Maximum number of Newton steps.
+    beta0
+        Starting point (default zero); a good start saves iterations, not accuracy.
+
+    Returns
+    -------
+    tuple
+        ``(beta, covariance, loglik, iterations)``; the covariance is the inverse information
+        (at ``beta`` up to the last step, below ``tol``).
+
+    Raises
+    ------
+    RuntimeError
+        When the steps do not fall below ``tol`` within ``max_iter`` iterations.
+    numpy.linalg.LinAlgError
+        When the information matrix is singular (collinear covariates).
+    """
+    beta = np.zeros(p) if beta0 is None else np.array(beta0, dtype=np.float64).reshape(p)
+    ll, score, info = total(beta)
+    step = np.full(p, np.inf)
+    for it in range(1, max_iter + 1):
+        step = np.linalg.solve(info, score)
+        if np.max(np.abs(step)) < tol:
+            # converged: take the last step without evaluating there again (the
+            # information changes by O(step), the log-likelihood by O(step^2))
+            return beta + step, np.asarray(np.linalg.inv(info), dtype=np.float64), ll, it
+        new = beta + step
+        new_ll, new_score, new_info = total(new)
+        halvings = 0
+        while not new_ll >= ll - 1e-12 * abs(ll) and halvings < 30:
+            step /= 2.0
+            new = beta + step
+            new_ll, new_score, new_info = total(new)
+            halvings += 1
+        beta, ll, score, info = new, new_ll, new_score, new_info
+    raise RuntimeError(
+        f"Cox fit did not converge in {max_iter} iterations (last step "
+        f"{np.max(np.abs(step)):.3g}); check for separation or collinear covariates"
+    )

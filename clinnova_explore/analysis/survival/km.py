@@ -23,13 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from clinnova_explore.analysis.result import Provenance
 from clinnova_explore.analysis.survival.counts import event_table
 
 ConfType = Literal["log", "log-log", "plain"]
@@ -133,12 +134,24 @@ class KaplanMeierResult:
         How the pointwise bands were computed.
     group
         Name of the grouping column (None for a single curve labelled ``"all"``).
+    weights
+        Name of the case-weight column, if the curves are weighted.
+    provenance
+        How the result was made (set by federated and pooled runs).
     """
 
     summary: pd.DataFrame
     conf_type: str
     alpha: float
     group: str | None = None
+    weights: str | None = None
+    provenance: Provenance | None = None
+
+    def plot(self, **kw: Any) -> Any:
+        """Curves with bands and a number-at-risk table (``viz.survival_plots.km_plot``)."""
+        from clinnova_explore.viz.survival_plots import km_plot
+
+        return km_plot(self, **kw)
 
     @property
     def groups(self) -> list[object]:
@@ -241,6 +254,7 @@ def kaplan_meier(
     group: str | None = None,
     conf_type: ConfType = "log",
     alpha: float = 0.05,
+    weights: str | None = None,
 ) -> KaplanMeierResult:
     """Kaplan-Meier survival curves, counted in the database for ibis tables.
 
@@ -256,6 +270,11 @@ def kaplan_meier(
         ``"log"`` (R's default), ``"log-log"`` (lifelines' bands) or ``"plain"``.
     alpha
         1 - confidence level.
+    weights
+        Optional column of positive case weights (e.g. inverse probability weights): events
+        and numbers at risk become weighted sums, as lifelines'
+        ``KaplanMeierFitter.fit(weights=...)``. Greenwood's formula is applied to the weighted
+        counts; the bands are then approximate (no account of the weights' variability).
 
     Returns
     -------
@@ -270,6 +289,10 @@ def kaplan_meier(
     1   2.0      0.50
     2   3.0      0.00
     """
-    table = event_table(data, duration, event, by=() if group is None else (group,))
+    table = event_table(
+        data, duration, event, by=() if group is None else (group,), weights=weights
+    )
     summary = kaplan_meier_from_event_table(table, group=group, conf_type=conf_type, alpha=alpha)
-    return KaplanMeierResult(summary=summary, conf_type=conf_type, alpha=alpha, group=group)
+    return KaplanMeierResult(
+        summary=summary, conf_type=conf_type, alpha=alpha, group=group, weights=weights
+    )

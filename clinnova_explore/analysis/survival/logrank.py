@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2
 
+from clinnova_explore.analysis.result import Provenance
 from clinnova_explore.analysis.survival.counts import (
     SurvivalInputError,
     at_risk_on_grid,
@@ -40,6 +41,8 @@ class LogrankResult:
         Per group: ``observed``, ``expected`` and ``observed_minus_expected`` events.
     covariance
         Variance-covariance matrix of ``O - E`` (groups x groups).
+    provenance
+        How the result was made (set by federated and pooled runs).
     """
 
     statistic: float
@@ -47,6 +50,7 @@ class LogrankResult:
     p_value: float
     summary: pd.DataFrame
     covariance: pd.DataFrame
+    provenance: Provenance | None = None
 
     def _repr_html_(self) -> str:
         head = (

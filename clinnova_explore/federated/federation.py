@@ -1,0 +1,421 @@
+"""A federation of sites that each hold one analysis table, and the analyses run over it.
+
+:class:`Federation` is the coordinator. Every method sends a site-local step (see
+:mod:`~clinnova_explore.federated.steps`) to each site through the analysis contract's
+:func:`~clinnova_explore.analysis.contract.collect`: the site applies its disclosure policy,
+its payload is encoded (Arrow IPC by default) and decoded again, and the coordinator combines
+only decoded payloads. Models (Cox, logistic) run one such round per Newton iteration.
+
+:meth:`Federation.pooled` is the check: the same rows concatenated into one site (strictest
+policy) and analysed by the same code path. With ``min_cell_count=1`` and
+``km_time_bin_days=1`` every federated result equals the pooled one (and the plain function
+on the concatenated rows) to rounding error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
+
+from clinnova_explore.analysis.contract import (
+    Analysis,
+    InProcessRunner,
+    Runner,
+    Transport,
+    collect,
+    suppressed_cells,
+)
+from clinnova_explore.analysis.logistic import LogisticResult
+from clinnova_explore.analysis.payload import Payload
+from clinnova_explore.analysis.pooled import strictest
+from clinnova_explore.analysis.result import Mode, Provenance
+from clinnova_explore.analysis.survival.km import KaplanMeierResult, kaplan_meier_from_event_table
+from clinnova_explore.analysis.survival.logrank import LogrankResult, logrank_from_event_table
+from clinnova_explore.catalog import DisclosurePolicy
+from clinnova_explore.federated.steps import CountSpec, CountStep, EventTableSpec, EventTableStep
+from clinnova_explore.federated.table_site import SITE_COLUMN, SiteAnalysis, TableSite, Transform
+
+if TYPE_CHECKING:
+    from clinnova_explore.analysis.survival.cox import CoxResult
+    from clinnova_explore.analysis.survival.tte import TimeToEventSpec
+    from clinnova_explore.catalog import Catalog
+    from clinnova_explore.cdm.source import CdmSource
+
+__all__ = ["POOLED", "Federation", "FederationError"]
+
+POOLED = "pooled"
+SpecT = TypeVar("SpecT")
+
+
+class FederationError(ValueError):
+    """A federated analysis cannot run as asked (the message says why and what to do)."""
+
+
+def _with_provenance(result: Any, provenance: Provenance) -> Any:
+    names = {f.name for f in dataclasses.fields(result)}
+    return dataclasses.replace(result, provenance=provenance) if "provenance" in names else result
+
+
+class Federation:
+    """Sites with one analysis table each; federated (or pooled) analyses over them.
+
+    Build one with :meth:`from_tables` or :meth:`from_cdm`.
+
+    Parameters
+    ----------
+    sites
+        The sites, in order (unique ids).
+    mode
+        ``"federated"`` or ``"pooled"`` (one site holding everyone's rows).
+    source_ids
+        Ids of the original sites (provenance); default the sites' ids.
+    transport
+        Payload encoding across the site boundary (``"arrow"`` or ``"json"``).
+    runner
+        Moves rounds to the sites (default an :class:`InProcessRunner`, whose ``traffic``
+        lists every payload sent).
+    catalog, definition_hashes
+        Recorded in every result's provenance.
+    """
+
+    def __init__(
+        self,
+        sites: Sequence[TableSite],
+        *,
+        mode: Mode = "federated",
+        source_ids: Sequence[str] | None = None,
+        transport: str | Transport = "arrow",
+        runner: Runner | None = None,
+        catalog: str | None = None,
+        definition_hashes: Mapping[str, str] | None = None,
+    ) -> None:
+        self.sites: tuple[TableSite, ...] = tuple(sites)
+        if not self.sites:
+            raise FederationError("a federation needs at least one site")
+        ids = [s.id for s in self.sites]
+        if len(set(ids)) != len(ids):
+            raise FederationError(f"duplicate site ids: {ids}")
+        self.mode: Mode = mode
+        self.source_ids: tuple[str, ...] = tuple(source_ids if source_ids is not None else ids)
+        self.transport = transport
+        self.runner: Runner = runner if runner is not None else InProcessRunner()
+        self.catalog = catalog
+        self.definition_hashes: dict[str, str] = dict(definition_hashes or {})
+
+    def __repr__(self) -> str:
+        ids = ", ".join(s.id for s in self.sites)
+        return f"Federation({self.mode}: {ids})"
+
+    def close(self) -> None:
+        """Release what the sites computed and kept (temporary tables, cached rows).
+
+        Call it before closing the catalog whose connections the sites use.
+        """
+        for site in self.sites:
+            site.release()
+
+    def __enter__(self) -> Federation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _copy(self, sites: Sequence[TableSite], **changes: Any) -> Federation:
+        kwargs: dict[str, Any] = {
+            "mode": self.mode,
+            "source_ids": self.source_ids,
+            "transport": self.transport,
+            "runner": self.runner,
+            "catalog": self.catalog,
+            "definition_hashes": self.definition_hashes,
+        }
+        kwargs.update(changes)
+        return Federation(sites, **kwargs)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_tables(
+        cls,
+        tables: Mapping[str, pd.DataFrame | ir.Table],
+        *,
+        policy: DisclosurePolicy | Mapping[str, DisclosurePolicy] | None = None,
+        transport: str | Transport = "arrow",
+        runner: Runner | None = None,
+    ) -> Federation:
+        """Sites from ``{site id: rows}``; a ``site`` column holding the id is added if missing.
+
+        Parameters
+        ----------
+        tables
+            One table per site (pandas, or lazy ibis tables that stay in their database).
+        policy
+            One policy for all sites, ``{site id: policy}``, or None for the default policy.
+        transport, runner
+            See :class:`Federation`.
+
+        Examples
+        --------
+        >>> a = pd.DataFrame({"t": [1, 2, 3], "e": [1, 0, 1]})
+        >>> b = pd.DataFrame({"t": [2, 4], "e": [1, 1]})
+        >>> fed = Federation.from_tables({"a": a, "b": b}, policy=DisclosurePolicy(
+        ...     min_cell_count=1, min_cohort_size=1))
+        >>> fed.kaplan_meier(duration="t", event="e").summary["survival"].round(3).tolist()
+        [0.8, 0.6, 0.3, 0.0]
+        """
+        sites = []
+        for site_id, data in tables.items():
+            if isinstance(policy, Mapping):
+                if site_id not in policy:
+                    raise FederationError(
+                        f"no policy for site {site_id!r}; policies given for {sorted(policy)}"
+                    )
+                site_policy = policy[site_id]
+            else:
+                site_policy = policy if policy is not None else DisclosurePolicy()
+            if SITE_COLUMN not in data.columns:
+                if isinstance(data, ir.Table):
+                    data = data.mutate(**{SITE_COLUMN: ibis.literal(site_id)})
+                else:
+                    data = data.assign(**{SITE_COLUMN: site_id})
+            sites.append(TableSite(site_id, site_policy, data))
+        return cls(sites, transport=transport, runner=runner)
+
+    @classmethod
+    def from_cdm(
+        cls,
+        sites: Catalog | Sequence[CdmSource],
+        spec: TimeToEventSpec,
+        *,
+        transport: str | Transport = "arrow",
+        runner: Runner | None = None,
+    ) -> Federation:
+        """Each site's rows are :func:`~clinnova_explore.analysis.survival.tte.time_to_event`.
+
+        The tables are lazy ibis expressions on each site's own database; local steps
+        aggregate them there (event tables) or fetch the needed columns at the site (models).
+        """
+        from clinnova_explore.analysis.survival.tte import spec_hash, time_to_event
+
+        catalog_path = getattr(sites, "path", None)
+        members = [TableSite(s.id, s.policy, time_to_event(s, spec)) for s in sites]
+        hashes = {**spec.definition_hashes(), "time_to_event": spec_hash(spec)}
+        return cls(
+            members,
+            transport=transport,
+            runner=runner,
+            catalog=str(catalog_path) if catalog_path is not None else None,
+            definition_hashes=hashes,
+        )
+
+    # ------------------------------------------------------------------ derived federations
+
+    def pooled(self) -> Federation:
+        """One site ``"pooled"`` holding every site's rows (strictest policy, same code path).
+
+        The rows are fetched and concatenated in this process (site transforms applied
+        first), so this is a check of the federated results on data one may pool.
+        """
+        if self.mode == "pooled":
+            return self
+        frames = [s.frame() for s in self.sites]
+        rows = pd.concat(frames, ignore_index=True)
+        site = TableSite(POOLED, strictest(s.policy for s in self.sites), rows)
+        return self._copy([site], mode="pooled", runner=InProcessRunner())
+
+    def transform(self, fn: Transform, label: str) -> Federation:
+        """Apply ``fn`` (DataFrame -> DataFrame) to each site's rows, at the site.
+
+        Parameters
+        ----------
+        fn
+            A site-local derivation, e.g. adding propensity scores or weights.
+        label
+            What the derivation is (kept with the sites' transforms).
+        """
+        return self._copy([s.with_transform(fn, label) for s in self.sites])
+
+    @property
+    def transforms(self) -> tuple[str, ...]:
+        """Labels of the site-local derivations applied so far."""
+        return tuple(label for label, _ in self.sites[0].transforms)
+
+    # ------------------------------------------------------------------ rounds
+
+    def collect(self, analysis: SiteAnalysis[SpecT], spec: SpecT) -> list[Payload]:
+        """One round of ``analysis`` over the sites; payloads decoded from bytes.
+
+        ``analysis`` follows the contract's :class:`~clinnova_explore.analysis.contract.Analysis`
+        with a :class:`TableSite` as its site (see :mod:`~clinnova_explore.federated.steps`).
+        """
+        contract_analysis = cast("Analysis[SpecT, Any]", analysis)
+        sites = cast("list[CdmSource]", list(self.sites))
+        return collect(contract_analysis, spec, sites, transport=self.transport, runner=self.runner)
+
+    def provenance(
+        self, analysis: str, rounds: Sequence[Sequence[Payload]], notes: Sequence[str] = ()
+    ) -> Provenance:
+        """Provenance of a result made from ``rounds`` of payloads (refusals, suppressions)."""
+        refused: dict[str, str] = {}
+        suppressed: list[str] = []
+        for payloads in rounds:
+            for p in payloads:
+                if p.refused is not None:
+                    refused.setdefault(p.site, p.refused)
+                for cell in suppressed_cells(p):
+                    if cell not in suppressed:
+                        suppressed.append(cell)
+        name = self.transport if isinstance(self.transport, str) else self.transport.name
+        return Provenance(
+            analysis=analysis,
+            mode=self.mode,
+            sites=self.source_ids,
+            definition_hashes=self.definition_hashes,
+            suppressed=(*suppressed, *notes),
+            refused=refused,
+            transport=name,
+            catalog=self.catalog,
+        )
+
+    def _event_table(self, spec: EventTableSpec) -> tuple[pd.DataFrame, Provenance]:
+        step = EventTableStep()
+        payloads = self.collect(step, spec)
+        answered = [p for p in payloads if p.refused is None]
+        if not answered:
+            rules = {p.site: p.refused for p in payloads}
+            raise FederationError(f"every site refused the survival analysis: {rules}")
+        notes = []
+        for p in answered:
+            merged = int(p.values.get("merged_bins") or 0)
+            if merged:
+                notes.append(
+                    f"{p.site}: {merged} event-table time(s) merged into later ones "
+                    "(min_cell_count)"
+                )
+            dropped = str(p.values.get("dropped_cells") or "")
+            if dropped:
+                notes.append(f"{p.site}: event table not released for {dropped} (min_cell_count)")
+        prov = self.provenance(step.name, [payloads], notes)
+        return step.combine(payloads, spec, prov), prov
+
+    # ------------------------------------------------------------------ analyses
+
+    def kaplan_meier(
+        self,
+        *,
+        duration: str,
+        event: str,
+        group: str | None = None,
+        conf_type: Literal["log", "log-log", "plain"] = "log",
+        alpha: float = 0.05,
+        weights: str | None = None,
+    ) -> KaplanMeierResult:
+        """Kaplan-Meier curves from the sites' released event tables.
+
+        Parameters are as :func:`~clinnova_explore.analysis.survival.km.kaplan_meier`. Times
+        are binned and small cells merged per each site's policy (see
+        :mod:`~clinnova_explore.federated.bins`); refused sites are left out and named in
+        the result's provenance.
+        """
+        spec = EventTableSpec(duration, event, () if group is None else (group,), weights)
+        table, prov = self._event_table(spec)
+        summary = kaplan_meier_from_event_table(
+            table, group=group, conf_type=conf_type, alpha=alpha
+        )
+        result = KaplanMeierResult(summary=summary, conf_type=conf_type, alpha=alpha, group=group)
+        return _with_provenance(result, prov)
+
+    def logrank(
+        self, *, duration: str, event: str, group: str, strata: str | None = None
+    ) -> LogrankResult:
+        """(Stratified) log-rank test from the sites' released event tables."""
+        by = (group,) if strata is None else (strata, group)
+        table, prov = self._event_table(EventTableSpec(duration, event, by))
+        result = logrank_from_event_table(table, group=group, strata=strata)
+        return _with_provenance(result, prov)
+
+    def cox(
+        self,
+        *,
+        duration: str,
+        event: str,
+        covariates: Sequence[str],
+        strata: str | Sequence[str] | None = SITE_COLUMN,
+        ties: Literal["efron", "breslow"] = "efron",
+        weights: str | None = None,
+        robust: bool = False,
+        cluster: str | None = None,
+        tol: float = 1e-12,
+        max_iter: int = 50,
+        alpha: float = 0.05,
+    ) -> CoxResult:
+        """Stratified Cox model by federated Newton rounds (see :func:`.models.federated_cox`)."""
+        from clinnova_explore.federated.models import federated_cox
+
+        return federated_cox(
+            self,
+            duration=duration,
+            event=event,
+            covariates=covariates,
+            strata=strata,
+            ties=ties,
+            weights=weights,
+            robust=robust,
+            cluster=cluster,
+            tol=tol,
+            max_iter=max_iter,
+            alpha=alpha,
+        )
+
+    def logistic(
+        self,
+        *,
+        outcome: str,
+        covariates: Sequence[str],
+        weights: str | None = None,
+        tol: float = 1e-12,
+        max_iter: int = 50,
+        alpha: float = 0.05,
+    ) -> LogisticResult:
+        """Logistic regression by federated Newton rounds (see :mod:`.models`)."""
+        from clinnova_explore.federated.models import federated_logistic
+
+        return federated_logistic(
+            self,
+            outcome=outcome,
+            covariates=covariates,
+            weights=weights,
+            tol=tol,
+            max_iter=max_iter,
+            alpha=alpha,
+        )
+
+    def count(self, *, by: str | Sequence[str] = (), event: str | None = None) -> pd.DataFrame:
+        """Persons (and events) per site and cell of ``by``, small cells suppressed.
+
+        Parameters
+        ----------
+        by
+            Columns to count by (besides the site).
+        event
+            Optional 0/1 column whose sum is reported as ``events``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``site, *by, persons[, events], suppressed``: one block of rows per answering
+            site; counts in ``(0, min_cell_count)`` (and one complementary cell per site)
+            are ``<NA>``. ``.attrs["provenance"]`` holds the provenance as a dict.
+        """
+        spec = CountSpec((by,) if isinstance(by, str) else tuple(by), event)
+        step = CountStep()
+        payloads = self.collect(step, spec)
+        prov = self.provenance(step.name, [payloads])
+        out = step.combine(payloads, spec, prov)
+        out.attrs["provenance"] = prov.to_dict()
+        return out

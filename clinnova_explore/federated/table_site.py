@@ -1,0 +1,205 @@
+"""A site that holds one analysis table (one row per subject) and a disclosure policy.
+
+A :class:`TableSite` is what the federated analyses in :mod:`clinnova_explore.federated` run
+against: the site's own rows (a pandas DataFrame, or a lazy ibis table that stays in the site's
+database), its :class:`~clinnova_explore.catalog.DisclosurePolicy`, and any site-local
+derivations (:meth:`TableSite.with_transform`). It satisfies the
+:class:`~clinnova_explore.cdm.source.CdmSource` protocol as far as the analysis contract needs
+(``id``, ``policy``; ``table("data")`` and ``connect()`` give the rows), so the contract's
+``release``/``collect`` run its local steps unchanged. Only local steps touch the rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
+
+from clinnova_explore.catalog import DisclosurePolicy
+
+if TYPE_CHECKING:
+    from clinnova_explore.analysis.payload import Payload
+    from clinnova_explore.analysis.result import Provenance
+
+__all__ = ["DATA_TABLE", "SITE_COLUMN", "SiteAnalysis", "TableSite", "Transform"]
+
+DATA_TABLE = "data"
+SITE_COLUMN = "site"
+_SHARED = ("parent", "relation", "frame")  # cache entries that do not depend on the policy
+Transform = Callable[[pd.DataFrame], pd.DataFrame]
+
+
+@dataclass(frozen=True, eq=False)
+class TableSite:
+    """One site's analysis table.
+
+    Parameters
+    ----------
+    id
+        Site id (used in payloads, provenance and messages).
+    policy
+        What the site lets leave it.
+    data
+        One row per subject: a pandas DataFrame or a lazy ibis table. It has a ``site``
+        column (:meth:`Federation.from_tables` adds one holding ``id`` when missing).
+    transforms
+        ``(label, function)`` pairs applied in order to the rows (as a DataFrame) at the site.
+    """
+
+    id: str
+    policy: DisclosurePolicy
+    data: pd.DataFrame | ir.Table
+    transforms: tuple[tuple[str, Transform], ...] = ()
+    _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise ValueError("a site id must be a non-empty string")
+        if not isinstance(self.data, pd.DataFrame | ir.Table):
+            raise TypeError(
+                f"site {self.id!r}: data must be a pandas DataFrame or an ibis table, "
+                f"not {type(self.data).__name__}"
+            )
+
+    @property
+    def columns(self) -> list[str]:
+        """Column names of the rows (after the transforms)."""
+        if self.transforms:
+            return list(self.frame().columns)
+        return list(self.data.columns)
+
+    def with_transform(self, fn: Transform, label: str) -> TableSite:
+        """A copy of this site with one more site-local derivation.
+
+        The copy starts from this site's rows (computed once, then shared).
+        """
+        site = TableSite(self.id, self.policy, self.data, (*self.transforms, (label, fn)))
+        site._cache["parent"] = self
+        return site
+
+    def with_policy(self, policy: DisclosurePolicy) -> TableSite:
+        """The same rows and derivations under another policy (sharing computed rows)."""
+        site = TableSite(self.id, policy, self.data, self.transforms)
+        site._cache.update({k: v for k, v in self._cache.items() if k in _SHARED})
+        return site
+
+    def _base(self) -> pd.DataFrame | ir.Table:
+        """The rows before any transform; a lazy table is computed once at the site.
+
+        It goes into a temporary table of the site's own database (``ibis.Table.cache``),
+        so later rounds do not recompute an expensive query.
+        """
+        if "parent" in self._cache:
+            return self._cache["parent"]._base()
+        if isinstance(self.data, ir.Table):
+            return self.cached("relation", self.data.cache)
+        return self.data
+
+    def relation(self) -> pd.DataFrame | ir.Table:
+        """The rows for a local step: the (cached) lazy table when there is nothing to derive."""
+        return self.frame() if self.transforms else self._base()
+
+    def _derived(self) -> pd.DataFrame:
+        parent = self._cache.get("parent")
+        if parent is not None:
+            df, todo = parent.frame(), self.transforms[len(parent.transforms) :]
+        else:
+            base = self._base()
+            df = base.to_pandas() if isinstance(base, ir.Table) else base.copy()
+            todo = self.transforms
+        for label, fn in todo:
+            out = fn(df)
+            if not isinstance(out, pd.DataFrame):
+                raise TypeError(
+                    f"site {self.id!r}: transform {label!r} returned "
+                    f"{type(out).__name__}, not a DataFrame"
+                )
+            df = out
+        return df
+
+    def frame(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The rows as a DataFrame (fetched at the site), transforms applied.
+
+        Parameters
+        ----------
+        columns
+            Only these columns (selected in the database when the data are lazy).
+        """
+        data = self.cached("frame", self._derived) if self.transforms else self._base()
+        if columns is not None:
+            missing = [c for c in columns if c not in data.columns]
+            if missing:
+                raise KeyError(
+                    f"site {self.id!r}: column(s) {missing} not in the data; "
+                    f"available: {list(data.columns)}"
+                )
+            data = data[list(columns)]
+        return data.to_pandas() if isinstance(data, ir.Table) else data.copy()
+
+    def n_rows(self) -> int:
+        """Number of rows (counted in the database for lazy data)."""
+        data = self.relation()
+        if isinstance(data, ir.Table):
+            return int(data.count().to_pyarrow().as_py())
+        return len(data)
+
+    # CdmSource protocol: what the analysis contract and runners may call
+
+    def table(self, name: str) -> ir.Table:
+        """The rows as an ibis table (``name`` must be ``"data"``)."""
+        if name != DATA_TABLE:
+            raise KeyError(f"site {self.id!r} holds one table, {DATA_TABLE!r}, not {name!r}")
+        data = self.relation()
+        return data if isinstance(data, ir.Table) else ibis.memtable(data)
+
+    def connect(self) -> ibis.BaseBackend:
+        """The backend of lazy data (pandas data live in this process: an error)."""
+        data = self.relation()
+        if isinstance(data, ir.Table):
+            return data.get_backend()
+        raise TypeError(f"site {self.id!r} holds a pandas DataFrame, not a database table")
+
+    def release(self) -> None:
+        """Drop what this site computed and kept (its temporary table and cached rows).
+
+        Call it (through :meth:`Federation.close`) before closing the site's database
+        connection; the site stays usable and recomputes on the next request.
+        """
+        cached = self._cache.pop("relation", None)
+        if isinstance(cached, ir.Table) and hasattr(cached, "release"):
+            # the connection may already be closed, which drops the table anyway
+            with contextlib.suppress(Exception):
+                cached.release()
+        for key in [k for k in self._cache if k != "parent"]:
+            del self._cache[key]
+
+    def cached(self, key: Any, make: Callable[[], Any]) -> Any:
+        """A value computed once per site and key (e.g. a prepared Cox block across rounds)."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+
+SpecT = TypeVar("SpecT", contravariant=True)
+
+
+class SiteAnalysis(Protocol[SpecT]):
+    """An analysis whose local step runs on a :class:`TableSite` (the contract's shape)."""
+
+    @property
+    def name(self) -> str:
+        """The analysis name sites allow or refuse (``policy.allowed_analyses``)."""
+        ...
+
+    def local(self, site: TableSite, spec: SpecT) -> Payload:
+        """Aggregate at one site, apply its policy, return a payload."""
+        ...
+
+    def combine(self, payloads: Sequence[Payload], spec: SpecT, provenance: Provenance) -> Any:
+        """Combine decoded payloads."""
+        ...
