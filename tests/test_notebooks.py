@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import nbformat
+import numpy as np
+import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
@@ -39,8 +41,9 @@ def test_notebook_executes(
 ) -> None:
     monkeypatch.setenv("CLINNOVA_CATALOG", str(small_build.catalog_path))
     nb = nbformat.read(path, as_version=4)
-    if path.stem == "02_cohorts":  # a probe cell (test code, not shipped) reports the values
-        nb.cells.append(nbformat.v4.new_code_cell(PROBE_02))
+    probe = PROBES.get(path.stem)
+    if probe is not None:  # a probe cell (test code, not shipped) reports the values
+        nb.cells.append(nbformat.v4.new_code_cell(probe))
     NotebookClient(
         nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
@@ -51,6 +54,10 @@ def test_notebook_executes(
         assert float(last) == 1.0  # every injected fault found
     if path.stem == "02_cohorts":
         _check_02(nb, Catalog.load(small_build.catalog_path))
+    if path.stem == "03_survival":
+        _check_03(json.loads(nb.cells[-1].outputs[0]["text"]))
+    if path.stem == "04_treatment_effects":
+        _check_04(json.loads(nb.cells[-1].outputs[0]["text"]))
 
 
 PROBE_02 = """
@@ -64,6 +71,74 @@ print(json.dumps({
     "smd_columns": [str(c) for c in table1.smd.columns],
 }))
 """
+
+
+PROBE_03 = """
+import json
+print(json.dumps({
+    "data": json.loads(data[["site", "duration", "event", "treatment"]].to_json(orient="records")),
+    "naive": float(naive.summary.loc["treatment", "coef"]),
+    "median": json.loads(km.median.reset_index().to_json(orient="records")),
+    "refused": sorted(federated.provenance.refused),
+    "difference": float((federated.summary["coef"] - pooled_fit.summary["coef"]).abs().max()),
+}))
+"""
+
+PROBE_04 = """
+import json
+rows = pooled.sites[0].frame(["site", "duration", "event", "treatment"])
+print(json.dumps({
+    "data": json.loads(rows.to_json(orient="records")),
+    "naive": float(weighted.summary.loc["naive", "hr"]),
+    "iptw": float(weighted.summary.loc["iptw", "hr"]),
+    "regression": float(conditional.summary.loc["regression", "hr"]),
+}))
+"""
+
+PROBES = {"02_cohorts": PROBE_02, "03_survival": PROBE_03, "04_treatment_effects": PROBE_04}
+
+
+def _lifelines_treatment_coef(rows: list[dict[str, object]]) -> float:
+    """Site-stratified Cox of the outcome (event 1) on treatment alone, fitted by lifelines."""
+    from lifelines import CoxPHFitter
+
+    df = pd.DataFrame(rows)
+    df["outcome"] = (df["event"] == 1).astype(int)
+    fit = CoxPHFitter().fit(
+        df[["site", "duration", "outcome", "treatment"]],
+        "duration",
+        "outcome",
+        strata=["site"],
+        fit_options={"precision": 1e-12},
+    )
+    return float(fit.params_["treatment"])
+
+
+def _check_03(probe: dict[str, object]) -> None:
+    from lifelines import KaplanMeierFitter
+
+    rows = probe["data"]
+    assert isinstance(rows, list) and rows
+    assert probe["naive"] == pytest.approx(_lifelines_treatment_coef(rows), abs=1e-6)
+    df = pd.DataFrame(rows)
+    medians = {r["group"]: r["median"] for r in probe["median"]}  # type: ignore[attr-defined]
+    for arm, part in df.groupby("treatment"):
+        ref = KaplanMeierFitter().fit(part["duration"], part["event"] == 1).median_survival_time_
+        assert medians[arm] == ref or (np.isinf(ref) and medians[arm] is None)
+    # federated equals pooled unless a site refused (then it is left out and named)
+    if probe["refused"]:
+        assert probe["difference"] > 1e-8
+    else:
+        assert probe["difference"] < 1e-8
+
+
+def _check_04(probe: dict[str, object]) -> None:
+    rows = probe["data"]
+    assert isinstance(rows, list) and rows
+    naive = float(probe["naive"])  # type: ignore[arg-type]
+    assert np.log(naive) == pytest.approx(_lifelines_treatment_coef(rows), abs=1e-6)
+    # confounding by indication: adjustment moves the estimate away from the naive one
+    assert float(probe["iptw"]) < naive and float(probe["regression"]) < naive  # type: ignore[arg-type]
 
 
 def _tagged(nb: nbformat.NotebookNode, tag: str) -> str:

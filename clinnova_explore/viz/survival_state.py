@@ -38,6 +38,7 @@ from clinnova_explore.analysis.survival.presets import (
 from clinnova_explore.analysis.survival.tte import TimeToEventSpec
 from clinnova_explore.catalog import Catalog
 from clinnova_explore.cohort import CohortDefinition, builtin_definition
+from clinnova_explore.cohort.sqlcache import LruCache
 from clinnova_explore.federated import Federation, TableSite
 
 __all__ = [
@@ -52,6 +53,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+_ROWS: LruCache[Hashable, Federation] = LruCache(8)
+"""(catalog file, its modification time, comparison) -> the comparison's rows at each site.
+
+Shared by every dashboard session of the process, so only the first visitor of a comparison
+waits for the sites' queries."""
 
 DISEASE_NAMES: dict[str, str] = {
     "ms": "Multiple sclerosis",
@@ -157,9 +164,9 @@ class SurvivalState(param.Parameterized):
     )
     adjustment = param.Selector[str](
         default="iptw",
-        objects={"Naive": "naive", "IPTW": "iptw", "Matching": "match"},
+        objects={"Naive": "naive", "IPTW": "iptw", "Matching": "match", "Covariates": "regression"},
         doc="Confounding adjustment of the hazard ratio: none, inverse probability of treatment "
-        "weighting, or 1:1 propensity-score matching.",
+        "weighting, 1:1 propensity-score matching, or the confounders as Cox covariates.",
     )
     adjusted_curves = param.Boolean(
         default=False,
@@ -245,15 +252,26 @@ class SurvivalState(param.Parameterized):
             return Problem("Pick a comparison.")
 
         def build() -> Federation:
-            fed = Federation.from_cdm(self.catalog, spec)
-            # each site fetches its rows once and keeps them, so toggles do not re-query
-            sites = [TableSite(s.id, s.policy, _derived_columns(s.frame())) for s in fed.sites]
-            return Federation(
+            path = self.catalog.path
+            key = (
+                str(path) if path else id(self.catalog),
+                path.stat().st_mtime_ns if path and path.exists() else None,
+                self.comparison,
+            )
+            kept = _ROWS.get(key)
+            if kept is not None:
+                return kept
+            with Federation.from_cdm(self.catalog, spec) as fed:
+                # each site fetches its rows once and keeps them, so toggles do not re-query
+                sites = [TableSite(s.id, s.policy, _derived_columns(s.frame())) for s in fed.sites]
+            built = Federation(
                 sites,
                 source_ids=fed.source_ids,
                 catalog=fed.catalog,
                 definition_hashes=fed.definition_hashes,
             )
+            _ROWS.put(key, built)
+            return built
 
         sites = self._cached("federation", None, build, per_mode=False)
         if isinstance(sites, Problem) or self.mode == "federated":
@@ -266,7 +284,9 @@ class SurvivalState(param.Parameterized):
         """True when the curves are by treatment and weighted or matched (see
         :attr:`adjusted_curves`)."""
         return (
-            self.adjusted_curves and self.stratify_by == "treatment" and self.adjustment != "naive"
+            self.adjusted_curves
+            and self.stratify_by == "treatment"
+            and self.adjustment not in ("naive", "regression")
         )
 
     @param.depends("comparison", "mode", "stratify_by", "adjustment", "adjusted_curves")

@@ -50,17 +50,31 @@ def controls(state: SurvivalState) -> pn.Column:
         pn.widgets.Select.from_param(state.param.comparison, name="Comparison"),
         "Kaplan-Meier curves by",
         pn.widgets.RadioButtonGroup.from_param(
-            state.param.stratify_by, name="Curves by", css_classes=["stratify-by"]
+            state.param.stratify_by,
+            name="Curves by",
+            css_classes=["stratify-by"],
+            button_type="primary",
+            button_style="outline",
         ),
         "Hazard ratio adjustment",
         pn.widgets.RadioButtonGroup.from_param(
-            state.param.adjustment, name="Adjustment", css_classes=["adjustment"]
+            state.param.adjustment,
+            name="Adjustment",
+            css_classes=["adjustment"],
+            button_type="primary",
+            button_style="outline",
         ),
         pn.widgets.Checkbox.from_param(
             state.param.adjusted_curves, name="Adjust the treatment curves too"
         ),
         "Mode",
-        pn.widgets.RadioButtonGroup.from_param(state.param.mode, name="Mode", css_classes=["mode"]),
+        pn.widgets.RadioButtonGroup.from_param(
+            state.param.mode,
+            name="Mode",
+            css_classes=["mode"],
+            button_type="primary",
+            button_style="outline",
+        ),
     )
 
 
@@ -126,6 +140,11 @@ def km_tab(state: SurvivalState) -> Any:
     return bind_view(state, lambda km: _km(state, km), state.km)
 
 
+def format_p(p: float) -> str:
+    """A p-value as read in clinical tables: two significant digits, ``<0.001`` below that."""
+    return "<0.001" if p < 0.001 else f"{p:.2g}"
+
+
 def _effects(state: SurvivalState, fits: Any) -> Any:
     if isinstance(fits, Problem):
         return problem_alert(fits)
@@ -137,7 +156,7 @@ def _effects(state: SurvivalState, fits: Any) -> Any:
                 "hr": fit.summary.loc["treatment", "hr"],
                 "hr_lower": fit.summary.loc["treatment", "hr_lower"],
                 "hr_upper": fit.summary.loc["treatment", "hr_upper"],
-                "p": fit.summary.loc["treatment", "p"],
+                "p": format_p(float(fit.summary.loc["treatment", "p"])),
                 "n": fit.n,
                 "events": fit.events,
             }
@@ -153,7 +172,9 @@ def _effects(state: SurvivalState, fits: Any) -> Any:
         pn.pane.Markdown(
             "Cox models of the outcome on treatment, stratified by site. IPTW: stabilized "
             "weights, robust standard error (a marginal hazard ratio). Matching: 1:1 on the "
-            "propensity score within site, standard error clustered on the pair."
+            "propensity score within site, standard error clustered on the pair (also "
+            "marginal). Covariates: the confounders in the Cox model (a conditional hazard "
+            "ratio)."
         )
     )
     return pn.Column(*parts)
