@@ -43,6 +43,7 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python bench/build.py
 	$(BIN)/python bench/cohorts.py
+	$(BIN)/python bench/survival.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -14,25 +14,63 @@
 
 from __future__ import annotations
 
-from clinnova_explore.analysis.survival.competing import AalenJohansenResult, aalen_johansen
-from clinnova_explore.analysis.survival.counts import (
-    SurvivalInputError,
-    combine_event_tables,
-    event_table,
-)
-from clinnova_explore.analysis.survival.cox import CoxInputs, CoxResult, cox, cox_result, fit_blocks
-from clinnova_explore.analysis.survival.km import (
-    KaplanMeierResult,
-    kaplan_meier,
-    kaplan_meier_from_event_table,
-)
-from clinnova_explore.analysis.survival.logrank import (
-    LogrankResult,
-    logrank,
-    logrank_from_event_table,
-)
-from clinnova_explore.analysis.survival.rmst import RMSTResult, rmst
-from clinnova_explore.analysis.survival.schoenfeld import PHTestResult, proportional_hazards_test
+from typing import TYPE_CHECKING
+
+from clinnova_explore._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from clinnova_explore.analysis.survival.competing import AalenJohansenResult, aalen_johansen
+    from clinnova_explore.analysis.survival.counts import (
+        SurvivalInputError,
+        combine_event_tables,
+        event_table,
+    )
+    from clinnova_explore.analysis.survival.cox import (
+        CoxInputs,
+        CoxResult,
+        cox,
+        cox_result,
+        fit_blocks,
+    )
+    from clinnova_explore.analysis.survival.km import (
+        KaplanMeierResult,
+        kaplan_meier,
+        kaplan_meier_from_event_table,
+    )
+    from clinnova_explore.analysis.survival.logrank import (
+        LogrankResult,
+        logrank,
+        logrank_from_event_table,
+    )
+    from clinnova_explore.analysis.survival.rmst import RMSTResult, rmst
+    from clinnova_explore.analysis.survival.schoenfeld import (
+        PHTestResult,
+        proportional_hazards_test,
+    )
+
+_EXPORTS = {
+    "AalenJohansenResult": "clinnova_explore.analysis.survival.competing",
+    "aalen_johansen": "clinnova_explore.analysis.survival.competing",
+    "SurvivalInputError": "clinnova_explore.analysis.survival.counts",
+    "combine_event_tables": "clinnova_explore.analysis.survival.counts",
+    "event_table": "clinnova_explore.analysis.survival.counts",
+    "CoxInputs": "clinnova_explore.analysis.survival.cox",
+    "CoxResult": "clinnova_explore.analysis.survival.cox",
+    "cox": "clinnova_explore.analysis.survival.cox",
+    "cox_result": "clinnova_explore.analysis.survival.cox",
+    "fit_blocks": "clinnova_explore.analysis.survival.cox",
+    "KaplanMeierResult": "clinnova_explore.analysis.survival.km",
+    "kaplan_meier": "clinnova_explore.analysis.survival.km",
+    "kaplan_meier_from_event_table": "clinnova_explore.analysis.survival.km",
+    "LogrankResult": "clinnova_explore.analysis.survival.logrank",
+    "logrank": "clinnova_explore.analysis.survival.logrank",
+    "logrank_from_event_table": "clinnova_explore.analysis.survival.logrank",
+    "RMSTResult": "clinnova_explore.analysis.survival.rmst",
+    "rmst": "clinnova_explore.analysis.survival.rmst",
+    "PHTestResult": "clinnova_explore.analysis.survival.schoenfeld",
+    "proportional_hazards_test": "clinnova_explore.analysis.survival.schoenfeld",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "AalenJohansenResult",
