@@ -41,11 +41,16 @@ FLOATS = ["percent", "mean", "sd", "median", "q1", "q3", "missing_percent"]
 
 
 def catalog_copy(
-    small_build: BuildResult, folder: Path, policies: dict[str, dict[str, Any]]
+    small_build: BuildResult,
+    folder: Path,
+    policies: dict[str, dict[str, Any]],
+    sites: Sequence[str] | None = None,
 ) -> Path:
-    """A copy of the build's catalog with absolute locations and changed policies."""
+    """A copy of the build's catalog with absolute locations and changed policies
+    (``policies[site id]``, else ``policies["*"]``), optionally keeping only ``sites``."""
     doc = yaml.safe_load(small_build.catalog_path.read_text(encoding="utf-8"))
     base = small_build.catalog_path.parent
+    doc["sites"] = [s for s in doc["sites"] if sites is None or s["id"] in sites]
     for site in doc["sites"]:
         site["location"] = str((base / site["location"]).resolve())
         site["policy"].update(policies.get(site["id"], policies.get("*", {})))

@@ -363,6 +363,22 @@ def test_refusals_name_rule_and_site(tables: dict[str, pd.DataFrame]) -> None:
         nobody.kaplan_meier(duration="duration", event="event")
 
 
+def test_a_site_refusing_the_model_leaves_with_its_levels(tables: dict[str, pd.DataFrame]) -> None:
+    """A site that answers the design round but refuses the probe takes no coefficient along:
+    its own category level (here its site) would otherwise have no rows, a singular fit."""
+    tight = OPEN.model_copy(update={"max_params_per_obs": 4 / 150})
+    fit = Federation.from_tables(tables, policy=tight).logistic(
+        outcome="treated", covariates=["x", "site"]
+    )
+    assert fit.provenance is not None
+    assert dict(fit.provenance.refused) == {"nancy": "max_params_per_obs"}
+    rest = pd.concat([tables["basel"], tables["luxembourg"]], ignore_index=True)
+    rest["site"] = ["basel"] * len(tables["basel"]) + ["luxembourg"] * len(tables["luxembourg"])
+    local = logistic(rest, outcome="treated", covariates=["x", "site"])
+    assert list(fit.summary.index) == list(local.summary.index)
+    np.testing.assert_allclose(fit.summary.to_numpy(), local.summary.to_numpy(), atol=1e-8)
+
+
 # ---------------------------------------------------------------------- binning
 
 

@@ -18,13 +18,14 @@ from clinnova_explore.viz import survival_views as views
 from clinnova_explore.viz.survival_state import SurvivalState, arm_labels
 from tests.characterize_reference import catalog_copy
 from tests.support import CHROMIUM, CHROMIUM_ARGS, need, served_dashboard
-from tests.test_survival_state import write_catalog
 
 RELAXED = {"*": {"min_cell_count": 1, "min_cohort_size": 1, "max_params_per_obs": 1.0}}
 
 
 def test_refusals_show_as_messages(small_build: BuildResult, tmp_path: Path) -> None:
-    cat = Catalog.load(write_catalog(small_build, tmp_path, {"allowed_analyses": ["x"]}, ["basel"]))
+    cat = Catalog.load(
+        catalog_copy(small_build, tmp_path, {"*": {"allowed_analyses": ["x"]}}, ["basel"])
+    )
     state = SurvivalState(cat)
     shown = [views.km_tab(state)(), views.effects_tab(state)(), views.balance_tab(state)()]
     cat.close()

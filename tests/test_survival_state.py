@@ -8,14 +8,13 @@ The 800-person federation is too small for the default disclosure policy's prope
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from lifelines import CoxPHFitter, KaplanMeierFitter
 from lifelines.statistics import multivariate_logrank_test
 
@@ -28,33 +27,19 @@ from clinnova_explore.analysis.survival.tte import time_to_event
 from clinnova_explore.catalog import Catalog
 from clinnova_explore.pipeline import BuildResult
 from clinnova_explore.viz.survival_state import Problem, SurvivalState, age_group, arm_labels
+from tests.characterize_reference import catalog_copy
 
 MS = "ms_high_efficacy_vs_platform"
 RELAXED = {"min_cell_count": 1, "min_cohort_size": 1, "max_params_per_obs": 1.0}
-
-
-def write_catalog(
-    build: BuildResult, folder: Path, policy: dict[str, Any], sites: Sequence[str] | None = None
-) -> Path:
-    """A copy of the build's catalog (absolute locations), optionally fewer sites, with
-    ``policy`` applied to every site."""
-    doc = yaml.safe_load(build.catalog_path.read_text(encoding="utf-8"))
-    base = build.catalog_path.parent
-    doc["sites"] = [s for s in doc["sites"] if sites is None or s["id"] in sites]
-    for site in doc["sites"]:
-        site["location"] = str((base / site["location"]).resolve())
-        site["policy"].update(policy)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "data_catalog.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
 def catalog(
     small_build: BuildResult, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Catalog]:
-    cat = Catalog.load(write_catalog(small_build, tmp_path_factory.mktemp("relaxed"), RELAXED))
+    cat = Catalog.load(
+        catalog_copy(small_build, tmp_path_factory.mktemp("relaxed"), {"*": RELAXED})
+    )
     yield cat
     cat.close()
 
@@ -282,7 +267,9 @@ def strict_state(
     small_build: BuildResult, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SurvivalState]:
     """Two sites with the default policy: too few persons per site for the propensity model."""
-    path = write_catalog(small_build, tmp_path_factory.mktemp("strict"), {}, ["basel", "freiburg"])
+    path = catalog_copy(
+        small_build, tmp_path_factory.mktemp("strict"), {"*": {}}, ["basel", "freiburg"]
+    )
     cat = Catalog.load(path)
     yield SurvivalState(cat)
     cat.close()
@@ -300,7 +287,7 @@ def test_refused_adjustment_is_a_message(strict_state: SurvivalState) -> None:
 
 
 def test_refused_survival_is_a_message(small_build: BuildResult, tmp_path: Path) -> None:
-    path = write_catalog(small_build, tmp_path, {"allowed_analyses": ["cohort"]}, ["basel"])
+    path = catalog_copy(small_build, tmp_path, {"*": {"allowed_analyses": ["cohort"]}}, ["basel"])
     cat = Catalog.load(path)
     refusing = SurvivalState(cat)
     for result in (refusing.km(), refusing.logrank(), refusing.naive(), refusing.effect()):

@@ -12,7 +12,7 @@ variance one more round returns each site's sandwich meat at the estimate:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -88,6 +88,61 @@ class _Rounds:
         return answered
 
 
+def _probe_and_fit(
+    rounds: _Rounds,
+    answered: Sequence[Payload],
+    levels_of: Callable[[Sequence[Payload]], Levels],
+    names_of: Callable[[Levels], list[str]],
+    step: Any,
+    spec_of: Callable[[Levels, np.ndarray], Any],
+    *,
+    model: str,
+    tol: float,
+    max_iter: int,
+) -> tuple[Levels, list[str], set[str], np.ndarray, np.ndarray, float, int]:
+    """Probe at ``beta = 0``, then Newton rounds over the sites that answered the probe.
+
+    Categorical levels are the union over the sites taking part: when a site refuses the
+    probe, the levels (and so the coefficients) are rebuilt without it and the probe repeats.
+
+    Returns
+    -------
+    tuple
+        ``(levels, names, sites, beta, covariance, loglik, iterations)``.
+    """
+    sites = {p.site for p in answered}
+    while True:
+        levels = levels_of([p for p in answered if p.site in sites])
+        names = names_of(levels)
+        zero = np.zeros(len(names))
+        probe = rounds.run(step, spec_of(levels, zero), allow_refusal=True)
+        if {p.site for p in probe} == sites:
+            break
+        sites = {p.site for p in probe}
+    start = step.combine(probe, spec_of(levels, zero), rounds.fed.provenance(model.lower(), []))
+    cache: dict[tuple[float, ...], tuple[float, np.ndarray, np.ndarray]] = {
+        tuple(0.0 for _ in names): start[:3]
+    }
+
+    def total(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        key = tuple(float(b) for b in beta)
+        if key not in cache:
+            payloads = rounds.run(step, spec_of(levels, beta), allow_refusal=False)
+            cache.clear()
+            prov = rounds.fed.provenance(model.lower(), [])
+            cache[key] = step.combine(payloads, spec_of(levels, beta), prov)[:3]
+        return cache[key]
+
+    try:
+        beta, cov, ll, its = newton(total, len(names), tol=tol, max_iter=max_iter)
+    except np.linalg.LinAlgError:
+        raise fed_error(
+            f"{model} model {names}: the information matrix is singular; a covariate is "
+            "constant or collinear with others over the answering sites"
+        ) from None
+    return levels, names, sites, beta, cov, ll, its
+
+
 def federated_cox(
     fed: Federation,
     *,
@@ -134,10 +189,8 @@ def federated_cox(
     design = DesignSpec((duration, event, *covs, *keys, *extra), covs, event, weights)
     step = DesignStep("cox")
     answered = rounds.run(step, design, allow_refusal=True)
-    levels = step.combine(answered, design, fed.provenance("cox", []))
-    names = design_names(covs, levels)
 
-    def spec(beta: np.ndarray, meat: bool = False) -> CoxRound:
+    def spec(levels: Levels, beta: np.ndarray, meat: bool = False) -> CoxRound:
         return CoxRound(
             duration,
             event,
@@ -152,31 +205,20 @@ def federated_cox(
         )
 
     cox_step = CoxStep()
-    probe = rounds.run(cox_step, spec(np.zeros(len(names))), allow_refusal=True)
-    first = cox_step.combine(probe, spec(np.zeros(len(names))), fed.provenance("cox", []))
-    active = {p.site for p in probe}
-    cache: dict[tuple[float, ...], tuple[float, np.ndarray, np.ndarray]] = {
-        tuple(0.0 for _ in names): first[:3]
-    }
-
-    def total(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        key = tuple(float(b) for b in beta)
-        if key not in cache:
-            payloads = rounds.run(cox_step, spec(beta), allow_refusal=False)
-            cache.clear()
-            cache[key] = cox_step.combine(payloads, spec(beta), fed.provenance("cox", []))[:3]
-        return cache[key]
-
-    try:
-        beta, cov, ll, its = newton(total, len(names), tol=tol, max_iter=max_iter)
-    except np.linalg.LinAlgError:
-        raise fed_error(
-            f"Cox model {names}: the information matrix is singular; a covariate is "
-            "constant or collinear with others over the answering sites"
-        ) from None
+    levels, names, active, beta, cov, ll, its = _probe_and_fit(
+        rounds,
+        answered,
+        lambda part: step.combine(part, design, fed.provenance("cox", [])),
+        lambda levels: design_names(covs, levels),
+        cox_step,
+        spec,
+        model="Cox",
+        tol=tol,
+        max_iter=max_iter,
+    )
     if robust or cluster is not None:
-        payloads = rounds.run(cox_step, spec(beta, meat=True), allow_refusal=False)
-        meat = cox_step.combine(payloads, spec(beta), fed.provenance("cox", []))[3]
+        payloads = rounds.run(cox_step, spec(levels, beta, meat=True), allow_refusal=False)
+        meat = cox_step.combine(payloads, spec(levels, beta), fed.provenance("cox", []))[3]
         cov = cov @ meat @ cov
     used = [p for p in answered if p.site in active]
     n, events = _totals(used)
@@ -232,36 +274,21 @@ def federated_logistic(
     design = DesignSpec((outcome, *covs, *([weights] if weights else [])), covs, outcome, weights)
     step = DesignStep("logistic")
     answered = rounds.run(step, design, allow_refusal=True)
-    levels = step.combine(answered, design, fed.provenance("logistic", []))
-    names = [INTERCEPT, *design_names(covs, levels)]
-    log_step = LogisticStep()
 
-    def spec(beta: np.ndarray) -> LogisticRound:
+    def spec(levels: Levels, beta: np.ndarray) -> LogisticRound:
         return LogisticRound(outcome, covs, levels, tuple(float(b) for b in beta), weights)
 
-    zero = np.zeros(len(names))
-    probe = rounds.run(log_step, spec(zero), allow_refusal=True)
-    active = {p.site for p in probe}
-    start = log_step.combine(probe, spec(zero), fed.provenance("logistic", []))
-    cache: dict[tuple[float, ...], tuple[float, np.ndarray, np.ndarray]] = {
-        tuple(0.0 for _ in names): start[:3]
-    }
-
-    def total(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        key = tuple(float(b) for b in beta)
-        if key not in cache:
-            payloads = rounds.run(log_step, spec(beta), allow_refusal=False)
-            cache.clear()
-            cache[key] = log_step.combine(payloads, spec(beta), fed.provenance("logistic", []))[:3]
-        return cache[key]
-
-    try:
-        beta, cov, ll, its = newton(total, len(names), tol=tol, max_iter=max_iter)
-    except np.linalg.LinAlgError:
-        raise fed_error(
-            f"logistic model {names}: the information matrix is singular; a covariate is "
-            "constant or collinear with others over the answering sites"
-        ) from None
+    levels, names, active, beta, cov, ll, its = _probe_and_fit(
+        rounds,
+        answered,
+        lambda part: step.combine(part, design, fed.provenance("logistic", [])),
+        lambda levels: [INTERCEPT, *design_names(covs, levels)],
+        LogisticStep(),
+        spec,
+        model="logistic",
+        tol=tol,
+        max_iter=max_iter,
+    )
     n, _ = _totals([p for p in answered if p.site in active])
     return logistic_result(
         beta,

@@ -69,13 +69,6 @@ def _outcome_indicator(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**{OUTCOME: (frame[EVENT] == 1).astype("int64")})
 
 
-def _federation(catalog: Catalog, spec: TimeToEventSpec, mode: str) -> Federation:
-    from clinnova_explore.federated import Federation
-
-    fed = Federation.from_cdm(catalog, spec)
-    return fed.pooled() if mode == "pooled" else fed
-
-
 def effect_sections(
     config: SurvivalReportConfig,
     spec: TimeToEventSpec,
@@ -85,19 +78,43 @@ def effect_sections(
     """Kaplan-Meier, Cox and (IPTW or matching) balance sections, and their provenance.
 
     A user-facing error of an analysis (a ``ValueError``, e.g. every site refused) becomes a
-    notice in the affected sections.
+    notice in the affected sections. What the sites kept for the analyses is released before
+    returning, while the catalog's connections are still open.
     """
+    from clinnova_explore.federated import Federation
+
+    try:
+        sites = Federation.from_cdm(catalog, spec)
+    except (ValueError, LookupError) as exc:
+        return _failed(exc), {}
+    with sites:
+        fed = sites.pooled() if config.mode == "pooled" else sites
+        return _effect_sections(config, spec, fed, labels)
+
+
+def _failed(exc: Exception) -> list[Section]:
+    """The Kaplan-Meier and Cox sections, each saying why they could not be computed."""
+    return [
+        failed_section("km", "Kaplan-Meier", exc),
+        failed_section("cox", "Cox proportional hazards", exc),
+    ]
+
+
+def _effect_sections(
+    config: SurvivalReportConfig,
+    spec: TimeToEventSpec,
+    fed: Federation,
+    labels: Mapping[Any, str],
+) -> tuple[list[Section], dict[str, Provenance]]:
     from clinnova_explore.analysis.effects import compare_treatments
 
     provenances: dict[str, Provenance] = {}
     try:
-        fed = _federation(catalog, spec, config.mode)
         km_fed = fed.transform(_outcome_indicator, "outcome indicator (event == 1)")
         naive_km = km_fed.kaplan_meier(duration=DURATION, event=OUTCOME, group=TREATMENT)
         test = km_fed.logrank(duration=DURATION, event=OUTCOME, group=TREATMENT)
     except (ValueError, LookupError) as exc:
-        failed = [failed_section("km", "Kaplan-Meier", exc)]
-        return [*failed, failed_section("cox", "Cox proportional hazards", exc)], provenances
+        return _failed(exc), provenances
     for name, result in (("Kaplan-Meier (unadjusted)", naive_km), ("log-rank", test)):
         made: Provenance | None = getattr(result, "provenance", None)
         if made is not None:

@@ -21,7 +21,6 @@ page; the rest of the report is still written.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -166,9 +165,6 @@ def survival_report(config: SurvivalReportConfig, *, config_path: Path | None = 
     try:
         return _report(config, spec, catalog, config_path)
     finally:
-        # the federation cached each site's rows in a temporary table of the site's database,
-        # dropped when it is garbage-collected: collect it while the connections are open
-        gc.collect()
         catalog.close()
 
 
