@@ -45,7 +45,38 @@ def default_catalog_path() -> Path:
 
 
 class DisclosurePolicy(BaseModel):
-    """What a site lets leave it. Enforced at the site before any payload is released."""
+    """What a site lets leave it. Enforced at the site before any payload is released.
+
+    Each rule has a DataSHIELD counterpart (the ``nfilter.*`` settings of an Opal server) where
+    one exists; the defaults are at least as strict as DataSHIELD's.
+
+    Attributes
+    ----------
+    min_cell_count
+        Released counts in ``(0, min_cell_count)`` are suppressed (DataSHIELD ``nfilter.tab``,
+        default 3; 5 here, the most common threshold of statistical offices).
+    min_cohort_size
+        A site refuses to analyse fewer persons (DataSHIELD ``nfilter.subset``, default 3).
+    km_time_bin_days
+        Kaplan-Meier and log-rank event times are rounded up to the end of bins of this many
+        days (no DataSHIELD counterpart; dsSurvival adds noise to plotted curves instead).
+    km_min_events_per_bin
+        Event-table times are merged until each released event and censoring count is 0 or at
+        least this (``None``: ``min_cell_count``; it can only be raised above it). DataSHIELD
+        applies ``nfilter.tab`` to such tables.
+    max_params_per_obs
+        Largest ratio of model coefficients to persons (DataSHIELD ``nfilter.glm``, default
+        0.33; 0.1 here, a tenth of a coefficient per person).
+    allow_quantiles
+        Medians and quartiles may leave the site (DataSHIELD's ``ds.quantileMean`` releases
+        them unconditionally).
+    allowed_analyses
+        The analyses this site runs (DataSHIELD: the methods of the server's profile).
+    differencing_guard
+        Refuse a request whose cohort differs from one already released by 1 to
+        ``min_cell_count - 1`` persons (DataSHIELD checks only each subset's own size,
+        ``nfilter.subset``; this closes the subtraction attack between two queries).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -53,6 +84,12 @@ class DisclosurePolicy(BaseModel):
     min_cohort_size: int = Field(10, ge=1, description="Smallest cohort a site analyses.")
     km_time_bin_days: int = Field(
         1, ge=1, description="Kaplan-Meier event times are binned to this many days."
+    )
+    km_min_events_per_bin: int | None = Field(
+        None,
+        ge=1,
+        description="Each released Kaplan-Meier event/censoring count is 0 or at least this "
+        "(None: min_cell_count).",
     )
     max_params_per_obs: float = Field(
         0.1, gt=0, description="Largest ratio of model parameters to persons."
@@ -71,6 +108,26 @@ class DisclosurePolicy(BaseModel):
         ),
         description="Analyses this site runs.",
     )
+    differencing_guard: bool = Field(
+        True,
+        description="Refuse cohorts that differ from a released one by fewer persons than "
+        "min_cell_count.",
+    )
+
+    @model_validator(mode="after")
+    def _km_bin_at_least_cell(self) -> DisclosurePolicy:
+        k = self.km_min_events_per_bin
+        if k is not None and k < self.min_cell_count:
+            raise ValueError(
+                f"km_min_events_per_bin ({k}) is below min_cell_count ({self.min_cell_count}); "
+                "every released count already obeys min_cell_count: raise it or leave it unset"
+            )
+        return self
+
+    @property
+    def km_min_count(self) -> int:
+        """The smallest non-zero event or censoring count a released event table may hold."""
+        return self.km_min_events_per_bin or self.min_cell_count
 
 
 class Site(BaseModel):
@@ -92,6 +149,11 @@ class Site(BaseModel):
     schema_: str | None = Field(None, alias="schema")
     cdm_version: str = "5.4"
     policy: DisclosurePolicy = DisclosurePolicy()
+    audit: str | None = Field(
+        None,
+        description="The site's audit log, relative to the catalog file or absolute "
+        "(default: audit/<site id>.jsonl beside the catalog).",
+    )
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @field_validator("cdm_version")
@@ -118,6 +180,20 @@ class Site(BaseModel):
             raise CatalogError(f"site {self.id!r}: neither `location` nor `location_env` is set")
         path = Path(self.location)
         return str(path if path.is_absolute() else (self.base_dir / path).resolve())
+
+    def audit_path(self) -> Path:
+        """Where this site's audit log lives (absolute).
+
+        ``audit`` when set (relative to the catalog file, or absolute), else
+        ``<catalog dir>/audit/<site id>.jsonl``.
+
+        Examples
+        --------
+        >>> Site(id="basel", name="Basel", country="CH", base_dir=Path("/data")).audit_path()
+        PosixPath('/data/audit/basel.jsonl')
+        """
+        path = Path(self.audit) if self.audit else Path("audit") / f"{self.id}.jsonl"
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
 
     @cached_property
     def _con(self) -> ibis.BaseBackend:

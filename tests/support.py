@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from clinnova_explore.cdm.to_postgres import server_bin
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -52,16 +54,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def postgres_bin() -> Path | None:
-    """The directory of PostgreSQL server binaries (initdb, pg_ctl), if installed."""
-    root = Path("/usr/lib/postgresql")
-    versions = sorted(root.glob("*/bin/initdb"), reverse=True) if root.exists() else []
-    if versions:
-        return versions[0].parent
-    found = shutil.which("initdb")
-    return Path(found).parent if found else None
-
-
 @contextmanager
 def throwaway_postgres() -> Iterator[str]:
     """Start a private PostgreSQL cluster on a free loopback port; yield its URL.
@@ -69,7 +61,7 @@ def throwaway_postgres() -> Iterator[str]:
     As root, the cluster runs as the ``postgres`` system user (PostgreSQL refuses root).
     The cluster and its files are removed afterwards.
     """
-    bindir = postgres_bin()
+    bindir = server_bin()
     need(bindir is not None, "PostgreSQL server binaries (initdb) not installed")
     assert bindir is not None
     port = free_port()

@@ -7,7 +7,7 @@ import datetime as dt
 import struct
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import orjson
@@ -35,6 +35,7 @@ from clinnova_explore.analysis import (
     suppressed_cells,
 )
 from clinnova_explore.catalog import Catalog, DisclosurePolicy
+from clinnova_explore.federated.schemas import PayloadSchema, TableSchema
 from clinnova_explore.pipeline import BuildResult
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -295,6 +296,10 @@ def test_arrow_decoding_checks_column_types_against_their_tags() -> None:
 class Echo:
     """A test analysis: persons by gender at each site; remembers what crossed."""
 
+    payload_schema: ClassVar[PayloadSchema] = PayloadSchema(
+        {"by_gender": TableSchema({"gender_concept_id": "integer", "n": "count"})},
+        {"spec": "text"},
+    )
     name: str = "cohort"
     sent: list[Payload] = dataclasses.field(default_factory=list)
     received: list[Payload] = dataclasses.field(default_factory=list)

@@ -176,3 +176,96 @@ def test_unreadable_line_names_file_and_line(tmp_path: Path) -> None:
         fh.write("{oops\n")
     with pytest.raises(AuditError, match=r"basel\.jsonl:3: not a JSON entry"):
         log.entries()
+
+
+def test_a_preview_records_what_would_leave(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "a.jsonl", site="basel")
+    entry = log.append(
+        requester="r",
+        analysis="survival",
+        parameters={},
+        policy=POLICY,
+        payload=_payload(2),
+        kind="preview",
+    )
+    refusal = log.append(
+        requester="r", analysis="cox", parameters={}, policy=POLICY, refused="x", kind="preview"
+    )
+    assert entry["kind"] == "preview" and entry["released"]["shapes"] == {"events": [2, 2]}
+    assert refusal["kind"] == "preview" and refusal["refused"] == "x"
+    assert [e["kind"] for e in log.entries()] == ["preview", "preview"]
+    assert log.verify().ok
+    with pytest.raises(AuditError, match="'release' or 'preview'"):
+        log.append(
+            requester="r",
+            analysis="cox",
+            parameters={},
+            policy=POLICY,
+            refused="x",
+            kind="sent",  # type: ignore[arg-type]
+        )
+
+
+def test_tail_gives_the_last_entries_oldest_first(tmp_path: Path) -> None:
+    log = _filled(tmp_path, 5)
+    assert [e["seq"] for e in log.tail(2)] == [4, 5]
+    assert [e["seq"] for e in log.tail(50)] == [1, 2, 3, 4, 5]
+    assert log.tail(0) == []
+    assert AuditLog(tmp_path / "none.jsonl", site="basel").tail(3) == []
+
+
+def _refusal(log: AuditLog, who: str = "ana") -> dict[str, object]:
+    return log.append(requester=who, analysis="cox", parameters={}, policy=POLICY, refused="x")
+
+
+def test_appends_verify_only_what_others_appended(tmp_path: Path) -> None:
+    ours = _filled(tmp_path, 3)
+    theirs = AuditLog(ours.path, site="basel")
+    _refusal(theirs, "bob")
+    _refusal(theirs, "bob")
+    # our next append checks the two entries written by another writer and chains onto them
+    assert _refusal(ours)["seq"] == 6
+    assert ours.verify().ok and ours.verify().entries == 6
+    # an edit of the same length before what we verified is not re-read by an append ...
+    lines = ours.path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[1] = lines[1].replace('"ana"', '"eve"')
+    _rewrite(ours, lines)
+    fresh = AuditLog(ours.path, site="basel")
+    _refusal(ours)
+    assert [e["seq"] for e in ours.tail(1)] == [7]
+    # ... but verify() reads everything, and after it no append goes through
+    check = ours.verify()
+    assert not check.ok and check.first_bad == 2 and "edited" in check.reason
+    with pytest.raises(AuditError, match="line 2 contents do not match"):
+        _refusal(ours)
+    # a log object that never verified this file checks it in full on its first append
+    with pytest.raises(AuditError, match="line 2"):
+        _refusal(fresh)
+    assert len(ours.entries()) == 7
+
+
+def test_appends_after_a_foreign_bad_line_or_a_shrunk_log_are_refused(tmp_path: Path) -> None:
+    log = _filled(tmp_path, 4)
+    with log.path.open("a", encoding="utf-8") as fh:
+        fh.write("\n{oops\n")
+    # line numbers continue from where this object's verification stopped (line 5 is blank)
+    with pytest.raises(AuditError, match="entry 5 on line 6 not valid JSON"):
+        _refusal(log)
+    other = _filled(tmp_path / "b", 5)
+    other_lines = other.path.read_text(encoding="utf-8").splitlines(keepends=True)
+    del other_lines[2]
+    _rewrite(other, other_lines)  # shorter than what this object verified: verify in full
+    with pytest.raises(AuditError, match="line 3 does not follow"):
+        _refusal(other)
+
+
+def test_a_replaced_log_is_verified_in_full_before_an_append(tmp_path: Path) -> None:
+    log = _filled(tmp_path, 3)
+    other = AuditLog(tmp_path / "other.jsonl", site="basel")
+    for who in "abcde":
+        _refusal(other, who)
+    # a longer, different but intact chain now sits where the verified one was
+    log.path.write_bytes(other.path.read_bytes())
+    entry = _refusal(log)
+    assert entry["seq"] == 6 and entry["prev"] == other.tail(1)[0]["hash"]
+    assert log.verify().ok

@@ -58,6 +58,8 @@ def test_notebook_executes(
         _check_03(json.loads(nb.cells[-1].outputs[0]["text"]))
     if path.stem == "04_treatment_effects":
         _check_04(json.loads(nb.cells[-1].outputs[0]["text"]))
+    if path.stem == "05_federated_analysis":
+        _check_05(json.loads(nb.cells[-1].outputs[0]["text"]), small_build.catalog_path)
 
 
 PROBE_02 = """
@@ -95,7 +97,31 @@ print(json.dumps({
 }))
 """
 
-PROBES = {"02_cohorts": PROBE_02, "03_survival": PROBE_03, "04_treatment_effects": PROBE_04}
+PROBE_05 = """
+import json
+rows = pooled.sites[0].frame(["site", "duration", "event", "treatment"])
+overall = "cohort == 'target' and site == 'overall' and variable == 'Persons'"
+persons = [int(t.data.query(overall)["n"].iloc[0]) for t in (table1, pooled_table1)]
+print(json.dumps({
+    "data": json.loads(rows.to_json(orient="records")),
+    "cox": [float(m.summary.loc["treatment", "coef"]) for m in (federated_cox, pooled_cox)],
+    "refused": sorted(federated_cox.provenance.refused),
+    "km_events": [km.summary.groupby("group")["n_events"].sum().tolist(),
+                  pooled_km.summary.groupby("group")["n_events"].sum().tolist()],
+    "km_notes": list(km.provenance.suppressed),
+    "persons": persons,
+    "table1_refused": sorted(table1.provenance.refused),
+    "preview_sites": sorted(p.site for p in km_preview),
+    "requester": runner.requester,
+}))
+"""
+
+PROBES = {
+    "02_cohorts": PROBE_02,
+    "03_survival": PROBE_03,
+    "04_treatment_effects": PROBE_04,
+    "05_federated_analysis": PROBE_05,
+}
 
 
 def _lifelines_treatment_coef(rows: list[dict[str, object]]) -> float:
@@ -173,3 +199,40 @@ def _check_02(nb: nbformat.NotebookNode, catalog: Catalog) -> None:
     for site in complete:
         total = compile_cohort(ms, catalog.site(site)).count()["persons"]
         assert sum(by_site[site]) == total  # type: ignore[arg-type]
+
+
+def _check_05(probe: dict[str, object], catalog_path: Path) -> None:
+    from clinnova_explore.federated.audit import AuditLog
+
+    rows = probe["data"]
+    assert isinstance(rows, list) and rows
+    federated, pooled = probe["cox"]  # type: ignore[misc]
+    # the pooled fit checked against lifelines on the same rows, the federated one against it
+    assert pooled == pytest.approx(_lifelines_treatment_coef(rows), abs=1e-6)
+    if probe["refused"]:
+        assert abs(federated - pooled) > 1e-8
+    else:
+        assert federated == pytest.approx(pooled, abs=1e-8)
+    # merging small cells moves events to later times but loses none, unless a site/arm's
+    # table was withheld (then the provenance says so)
+    fed_events, pooled_events = probe["km_events"]  # type: ignore[misc]
+    withheld = [n for n in probe["km_notes"] if "not released" in n]  # type: ignore[union-attr]
+    assert (fed_events == pooled_events) == (not withheld)
+    df = pd.DataFrame(rows)
+    assert sum(pooled_events) == int((df["event"] == 1).sum())
+    # Table 1: the overall persons of the target cohort, federated (sum of sites) and pooled
+    fed_persons, pooled_persons = probe["persons"]  # type: ignore[misc]
+    if probe["table1_refused"]:  # a refusing site's persons are missing from the sum
+        assert 0 < fed_persons < pooled_persons
+    else:
+        assert fed_persons == pooled_persons > 0
+    # every site wrote its audit log: previews and releases, by the notebook's requester
+    catalog = Catalog.load(catalog_path)
+    assert probe["preview_sites"] == sorted(catalog.site_ids)
+    for site in catalog:
+        log = AuditLog(site.audit_path(), site=site.id)
+        assert log.verify().ok
+        mine = [e for e in log.entries() if e["requester"] == probe["requester"]]
+        kinds = {(e["analysis"], e["kind"]) for e in mine}
+        assert {("survival", "preview"), ("survival", "release"), ("cox", "release")} <= kinds
+        assert ("characterize", "preview") in kinds and ("characterize", "release") in kinds

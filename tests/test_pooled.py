@@ -129,9 +129,13 @@ def test_policy_is_the_strictest_of_the_sites(catalog: Catalog) -> None:
             max_params_per_obs=0.05,
             allow_quantiles=False,
             allowed_analyses=("cohort", "characterize"),
+            km_min_events_per_bin=11,  # each site's effective minimum, the largest of them
+            differencing_guard=True,
         )
         assert p.sites == tuple(catalog.site_ids[:2])
-    assert strictest([policies[0]]) == policies[0]
+    alone = strictest([policies[0]])
+    assert alone.km_min_count == policies[0].km_min_count == 3
+    assert alone.model_copy(update={"km_min_events_per_bin": None}) == policies[0]
 
 
 def test_non_duckdb_sites_cannot_be_pooled(catalog: Catalog) -> None:

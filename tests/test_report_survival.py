@@ -244,7 +244,10 @@ def open_offline(path: Path, screenshot: Path, *, plots: int) -> Opened:
                 canvas = box.locator("canvas")
                 boxes = [canvas.nth(j).bounding_box() for j in range(canvas.count())]
                 inked = _inked(box.screenshot()) if box.is_visible() else 0.0
-                seen.append(Plot([b for b in boxes if b], inked))
+                rects = [b for b in boxes if b]
+                seen.append(
+                    Plot([{k: b[k] for k in ("x", "y", "width", "height")} for b in rects], inked)
+                )
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()

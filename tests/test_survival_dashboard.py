@@ -94,7 +94,7 @@ def test_km_plot_renders_and_follows_the_stratification(
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(served)
         page.locator(".km-plot canvas").first.wait_for(timeout=180_000)
-        assert _wait_for(page, arms, 60) == arms
+        assert _wait_for(page, arms, 180) == arms  # generous: the first view is slow under load
         logrank = page.locator(".logrank p")
         first = logrank.inner_text()
         assert "treatment groups" in first and "1 df" in first

@@ -66,6 +66,7 @@ from clinnova_explore.cdm.vocabulary import concept_name
 from clinnova_explore.cohort import CohortDefinition, compile_cohort
 
 if TYPE_CHECKING:
+    from clinnova_explore.analysis.exchange import OnFailure, Runner
     from clinnova_explore.cdm.source import CdmSource
 
 __all__ = ["Characterize", "CharacterizeSpec", "characterize"]
@@ -292,6 +293,8 @@ def characterize(
     age_breaks: Sequence[int] = (18, 30, 40, 50, 60, 70),
     mode: Literal["federated", "pooled"] = "federated",
     transport: Literal["arrow", "json"] = "arrow",
+    runner: Runner | None = None,
+    on_failure: OnFailure = "require_all_sites",
 ) -> Table1Result:
     """Table 1 of a cohort, or of two cohorts side by side with SMDs, per site and overall.
 
@@ -318,6 +321,13 @@ def characterize(
         virtual site; overall only, quartiles exact).
     transport
         Payload encoding across the site boundary.
+    runner
+        Where the site steps run: in this process (default) or a
+        :class:`~clinnova_explore.federated.process_runner.ProcessRunner` (a process per site).
+    on_failure
+        ``"require_all_sites"`` (default: a site that is down, too slow or raises stops the
+        analysis, naming it) or ``"allow_partial"`` (the result covers the other sites and is
+        flagged ``provenance.partial``).
 
     Returns
     -------
@@ -353,4 +363,6 @@ def characterize(
         sites if isinstance(sites, Catalog) else sources,
         mode=mode,
         transport=transport,
+        runner=runner,
+        on_failure=on_failure,
     )

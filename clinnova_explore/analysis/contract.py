@@ -7,10 +7,18 @@ IPC), and :meth:`Analysis.combine` sees only the decoded payloads. Pooled mode r
 local step once on :func:`~clinnova_explore.analysis.pooled.pooled_site` (all sites' rows in
 one virtual site) and goes through the same boundary, so both modes share one code path.
 
-The site side is :func:`release` (policy gate + local step), the coordinator side is
-:func:`receive` (decode + identity check); a :class:`Runner` moves bytes between the two. The
-in-process runner lives here; other runners (a process per site, an existing network) only
-need a ``collect`` method. Iterative models call ``runner.collect`` once per round.
+The site side is :func:`release` (policy gate + local step), wrapped by the site's runtime
+(:mod:`clinnova_explore.federated.runtime`: guard, schema check, audit log); the coordinator
+side is :func:`receive` (decode + identity check) inside :func:`read_answers`. A
+:class:`Runner` moves :class:`~clinnova_explore.federated.protocol.SiteRequest` objects to the
+sites and their answers back (``exchange``): :class:`InProcessRunner` here, a process per
+site or an existing network elsewhere, all sharing :func:`exchange_round` (it builds the
+requests and reads the answers). Transports, runners and rounds live in
+:mod:`~clinnova_explore.analysis.exchange` and are re-exported here. Iterative models run one
+round per iteration. A site that does not answer stops the run
+(``on_failure="require_all_sites"``) or is left out of a result flagged partial
+(``"allow_partial"``). :func:`preview` shows what each site would release; :func:`plan`
+captures what a public analysis function would run.
 
 Helpers for writing local steps (:func:`refuse`, :func:`refuse_small_cohort`,
 :func:`suppress`) and combine steps (:func:`answered`, :func:`combine_counts`,
@@ -20,15 +28,36 @@ here) keep the disclosure rules in one place.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import pandas as pd
 from pydantic import BaseModel
 
 from clinnova_explore.analysis.combine import Moments, answered, combine_counts, combine_moments
+from clinnova_explore.analysis.exchange import (
+    ON_FAILURE,
+    TRANSPORTS,
+    FederationError,
+    InProcessRunner,
+    OnFailure,
+    Requests,
+    Round,
+    Runner,
+    SiteUnavailableError,
+    Traffic,
+    Transport,
+    _transport,
+    default_requester,
+    exchange_round,
+    read_answers,
+    receive,
+    record_traffic,
+    site_requests,
+)
 from clinnova_explore.analysis.payload import Payload, PayloadError, dtype_tag
 from clinnova_explore.analysis.result import Mode, Provenance
 from clinnova_explore.disclosure import suppress_counts
@@ -36,24 +65,39 @@ from clinnova_explore.disclosure import suppress_counts
 if TYPE_CHECKING:
     from clinnova_explore.catalog import Catalog, DisclosurePolicy
     from clinnova_explore.cdm.source import CdmSource
+    from clinnova_explore.federated.preview import Preview
 
 __all__ = [
+    "ON_FAILURE",
     "TRANSPORTS",
     "Analysis",
+    "FederationError",
     "InProcessRunner",
     "Moments",
+    "OnFailure",
+    "Plan",
+    "Requests",
+    "Round",
     "Runner",
+    "SiteUnavailableError",
     "Traffic",
     "Transport",
     "answered",
     "collect",
     "combine_counts",
     "combine_moments",
+    "default_requester",
+    "exchange_round",
+    "plan",
+    "preview",
+    "read_answers",
     "receive",
+    "record_traffic",
     "refuse",
     "refuse_small_cohort",
     "release",
     "run",
+    "site_requests",
     "spec_hashes",
     "suppress",
     "suppressed_cells",
@@ -78,29 +122,6 @@ class Analysis(Protocol[SpecT, ResultT]):
     def combine(self, payloads: Sequence[Payload], spec: SpecT, provenance: Provenance) -> ResultT:
         """Combine decoded payloads (refused ones included) into a result."""
         ...
-
-
-@dataclass(frozen=True)
-class Transport:
-    """How a payload becomes bytes and back."""
-
-    name: str
-    encode: Callable[[Payload], bytes]
-    decode: Callable[[bytes], Payload]
-
-
-TRANSPORTS: dict[str, Transport] = {
-    "arrow": Transport("arrow", Payload.to_arrow, Payload.from_arrow),
-    "json": Transport("json", Payload.to_json, Payload.from_json),
-}
-
-
-def _transport(transport: str | Transport) -> Transport:
-    if isinstance(transport, Transport):
-        return transport
-    if transport not in TRANSPORTS:
-        raise ValueError(f"unknown transport {transport!r}; use one of {', '.join(TRANSPORTS)}")
-    return TRANSPORTS[transport]
 
 
 # ---------------------------------------------------------------------- site and coordinator
@@ -132,66 +153,6 @@ def release(analysis: Analysis[SpecT, Any], spec: SpecT, site: CdmSource) -> Pay
     return payload
 
 
-def receive(data: bytes, transport: Transport, *, site: str, analysis: str) -> Payload:
-    """The coordinator side: decode bytes and check they came from whom they should."""
-    payload = transport.decode(data)
-    if (payload.site, payload.analysis) != (site, analysis):
-        raise PayloadError(
-            f"expected a payload from site {site!r} for analysis {analysis!r}, received one "
-            f"labelled site {payload.site!r}, analysis {payload.analysis!r}"
-        )
-    return payload
-
-
-@dataclass(frozen=True)
-class Traffic:
-    """One payload that crossed the boundary: who sent it and how many bytes."""
-
-    site: str
-    analysis: str
-    transport: str
-    nbytes: int
-
-
-class Runner(Protocol):
-    """Moves one round of an analysis to the sites and brings the payloads back."""
-
-    def collect(
-        self,
-        analysis: Analysis[SpecT, Any],
-        spec: SpecT,
-        sites: Sequence[CdmSource],
-        transport: Transport,
-    ) -> list[Payload]:
-        """One payload per site, in site order, each decoded from bytes."""
-        ...
-
-
-@dataclass
-class InProcessRunner:
-    """Runs every site in this process; each payload still crosses as bytes.
-
-    ``traffic`` records every payload sent (site, analysis, transport, bytes).
-    """
-
-    traffic: list[Traffic] = field(default_factory=list)
-
-    def collect(
-        self,
-        analysis: Analysis[SpecT, Any],
-        spec: SpecT,
-        sites: Sequence[CdmSource],
-        transport: Transport,
-    ) -> list[Payload]:
-        """See :meth:`Runner.collect`."""
-        out = []
-        for site in sites:
-            data = transport.encode(release(analysis, spec, site))
-            self.traffic.append(Traffic(site.id, analysis.name, transport.name, len(data)))
-            out.append(receive(data, transport, site=site.id, analysis=analysis.name))
-        return out
-
-
 def collect(
     analysis: Analysis[SpecT, Any],
     spec: SpecT,
@@ -199,9 +160,99 @@ def collect(
     *,
     transport: str | Transport = "arrow",
     runner: Runner | None = None,
+    on_failure: OnFailure = "require_all_sites",
 ) -> list[Payload]:
-    """One round: the decoded payloads of ``sites`` (no combine step, no pooling)."""
-    return (runner or InProcessRunner()).collect(analysis, spec, sites, _transport(transport))
+    """One round: the decoded payloads of ``sites`` (no combine step, no pooling).
+
+    With ``on_failure="allow_partial"`` sites that did not answer are left out.
+    """
+    return exchange_round(
+        analysis, spec, sites, runner=runner, transport=transport, on_failure=on_failure
+    ).payloads
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An analysis call captured before it ran: the analysis, its spec and its sites.
+
+    Made by :func:`plan`; :meth:`preview` shows what each site would release for it.
+    """
+
+    analysis: Any
+    spec: Any
+    sites: Any
+    mode: str = "federated"
+
+    def preview(self, runner: Runner | None = None) -> Preview:
+        """What each site would release for this call (nothing is released)."""
+        return preview(self.analysis, self.spec, self.sites, runner=runner)
+
+
+class _Planned(Exception):
+    def __init__(self, plan: Plan) -> None:
+        super().__init__("planned")
+        self.plan = plan
+
+
+_PLANNING: contextvars.ContextVar[bool] = contextvars.ContextVar("planning", default=False)
+
+
+def plan(call: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Plan:
+    """Capture the analysis a public function would run, without running it.
+
+    Every CDM analysis function (``count_cohort``, ``characterize``, ``incidence``,
+    ``pathways``) builds an :class:`Analysis` and a spec and hands them to :func:`run`;
+    ``plan`` calls the function with the same arguments but stops inside :func:`run`.
+
+    Examples
+    --------
+    >>> from clinnova_explore.analysis import characterize  # doctest: +SKIP
+    >>> plan(characterize, cohort, catalog).preview()  # doctest: +SKIP
+    """
+    token = _PLANNING.set(True)
+    try:
+        call(*args, **kwargs)
+    except _Planned as planned:
+        return planned.plan
+    finally:
+        _PLANNING.reset(token)
+    name = getattr(call, "__name__", repr(call))
+    raise TypeError(f"{name}() did not run an analysis through clinnova_explore's run()")
+
+
+def preview(
+    analysis: Analysis[SpecT, Any],
+    spec: SpecT,
+    sites: Catalog | Iterable[CdmSource],
+    *,
+    runner: Runner | None = None,
+    transport: str | Transport = "arrow",
+) -> Preview:
+    """What each site would release for ``analysis`` and ``spec``, without releasing it.
+
+    Each site runs its local step and policy and answers shapes, column names, the names
+    of scalar values, suppressed cells (labels) and refusals; its audit log records a
+    ``preview`` entry. A site that does not answer is listed with its status.
+
+    Returns
+    -------
+    Preview
+        ``.sites`` (one :class:`~clinnova_explore.federated.protocol.SitePreview` per site
+        that answered), ``.statuses``, ``.summary`` (a DataFrame), ``.refusals``.
+    """
+    from clinnova_explore.federated.preview import Preview
+
+    site_list = list(sites)
+    result = exchange_round(
+        analysis,
+        spec,
+        site_list,
+        runner=runner,
+        transport=transport,
+        kind="preview",
+        on_failure="allow_partial",
+    )
+    return Preview(analysis.name, result.previews, result.statuses)
 
 
 def run(
@@ -212,6 +263,7 @@ def run(
     mode: Literal["federated", "pooled"] = "federated",
     transport: str | Transport = "arrow",
     runner: Runner | None = None,
+    on_failure: OnFailure = "require_all_sites",
 ) -> ResultT:
     """Run an analysis over sites, federated or pooled, and combine the payloads.
 
@@ -233,12 +285,19 @@ def run(
     runner
         Where the site steps run (default :class:`InProcessRunner`). Pooled mode always
         runs in process: the pooled site is a view over local files.
+    on_failure
+        ``"require_all_sites"`` (default): a site that does not answer stops the run
+        (:class:`SiteUnavailableError` naming it; in process its own exception).
+        ``"allow_partial"``: the result is combined over the sites that answered and
+        flagged ``provenance.partial``.
 
     Returns
     -------
-    The analysis' result object, with :class:`Provenance` (refusals and suppressed cells
-    gathered from the payloads).
+    The analysis' result object, with :class:`Provenance` (refusals, suppressed cells and
+    every site's status gathered from the answers).
     """
+    if _PLANNING.get():
+        raise _Planned(Plan(analysis, spec, sites, mode))
     catalog_path = getattr(sites, "path", None)
     site_list = list(sites)
     ids = [s.id for s in site_list]
@@ -248,14 +307,17 @@ def run(
         raise ValueError(f"analysis {analysis.name!r}: duplicate site ids in {ids}")
     codec = _transport(transport)
     if mode == "federated":
-        payloads = collect(analysis, spec, site_list, transport=codec, runner=runner)
+        result = exchange_round(
+            analysis, spec, site_list, runner=runner, transport=codec, on_failure=on_failure
+        )
     elif mode == "pooled":
         from clinnova_explore.analysis.pooled import pooled_site
 
         with pooled_site(site_list) as pooled:
-            payloads = collect(analysis, spec, [pooled], transport=codec)
+            result = exchange_round(analysis, spec, [pooled], transport=codec)
     else:
         raise ValueError(f"mode must be 'federated' or 'pooled', not {mode!r}")
+    payloads = result.payloads
     used_mode: Mode = mode
     provenance = Provenance(
         analysis=analysis.name,
@@ -266,6 +328,8 @@ def run(
         refused={p.site: p.refused for p in payloads if p.refused is not None},
         transport=codec.name,
         catalog=str(catalog_path) if catalog_path is not None else None,
+        site_status=result.site_status(),
+        partial=bool(result.failed),
     )
     return analysis.combine(payloads, spec, provenance)
 

@@ -40,6 +40,7 @@ from clinnova_explore.cohort import CohortDefinition
 from clinnova_explore.cohort.compile import count_and_attrition
 
 if TYPE_CHECKING:
+    from clinnova_explore.analysis.exchange import OnFailure
     from clinnova_explore.catalog import Catalog
     from clinnova_explore.cdm.source import CdmSource
 
@@ -186,6 +187,7 @@ def count_cohort(
     mode: Literal["federated", "pooled"] = "federated",
     transport: str | Transport = "arrow",
     runner: Runner | None = None,
+    on_failure: OnFailure = "require_all_sites",
 ) -> CohortCountResult:
     """Count a cohort's persons and records, with attrition, per site and overall.
 
@@ -202,6 +204,8 @@ def count_cohort(
         ``"arrow"`` or ``"json"``: how payloads cross the site boundary.
     runner
         Where site steps run (default: in process).
+    on_failure
+        ``"require_all_sites"`` (default) or ``"allow_partial"``; see :func:`~.contract.run`.
 
     Returns
     -------
@@ -215,4 +219,12 @@ def count_cohort(
     >>> result.overall()["persons"]  # doctest: +SKIP
     412
     """
-    return run(COHORT_COUNTS, defn, sites, mode=mode, transport=transport, runner=runner)
+    return run(
+        COHORT_COUNTS,
+        defn,
+        sites,
+        mode=mode,
+        transport=transport,
+        runner=runner,
+        on_failure=on_failure,
+    )

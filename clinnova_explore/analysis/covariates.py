@@ -320,7 +320,7 @@ def binary_counts(
     found = _days(entries, _matches(source, covariates, domains), lo, hi)
     flags = {f"w{i}": found.days.between(s, e).any() for i, (s, e) in enumerate(windows)}
     per_entry = found.group_by("subject_id", "cohort_start_date", "key").aggregate(**flags)
-    sums = {f: per_entry[f].cast("int64").sum() for f in flags}
+    sums = {f: per_entry[f].ifelse(1, 0).sum() for f in flags}  # PostgreSQL casts no bool to bigint
     wide = per_entry.group_by("key").aggregate(**sums).to_pandas()
     parts = [
         pd.DataFrame({"key": wide["key"], "window_start": s, "window_end": e, "n": wide[f"w{i}"]})

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -56,6 +56,10 @@ from clinnova_explore.analysis.incidence_local import (
 )
 from clinnova_explore.analysis.payload import Payload
 from clinnova_explore.analysis.result import AnalysisResult, Mode, Provenance
+
+if TYPE_CHECKING:
+    from clinnova_explore.analysis.exchange import OnFailure, Runner
+
 
 __all__ = [
     "CohortRef",
@@ -360,6 +364,8 @@ def incidence(
     alpha: float = 0.05,
     mode: Mode = "federated",
     transport: str = "arrow",
+    runner: Runner | None = None,
+    on_failure: OnFailure = "require_all_sites",
 ) -> IncidenceResult:
     """Incidence of ``outcome`` in ``target`` over a federation (definitions: module docstring).
 
@@ -382,6 +388,13 @@ def incidence(
         1 - confidence level of the exact intervals.
     mode, transport
         As in :func:`clinnova_explore.analysis.contract.run`.
+    runner
+        Where the site steps run: in this process (default) or a
+        :class:`~clinnova_explore.federated.process_runner.ProcessRunner` (a process per site).
+    on_failure
+        ``"require_all_sites"`` (default: a site that is down, too slow or raises stops the
+        analysis, naming it) or ``"allow_partial"`` (the result covers the other sites and is
+        flagged ``provenance.partial``).
 
     Returns
     -------
@@ -400,4 +413,12 @@ def incidence(
         age_breaks=tuple(age_breaks),
         alpha=alpha,
     )
-    return run(IncidenceAnalysis(), spec, sites, mode=mode, transport=transport)
+    return run(
+        IncidenceAnalysis(),
+        spec,
+        sites,
+        mode=mode,
+        transport=transport,
+        runner=runner,
+        on_failure=on_failure,
+    )

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ibis
 import ibis.expr.types as ir
@@ -44,6 +44,10 @@ from clinnova_explore.analysis.result import AnalysisResult, Mode, Provenance
 from clinnova_explore.cohort import CohortDefinition
 from clinnova_explore.cohort.model import ConceptSet
 from clinnova_explore.disclosure import suppress_counts
+
+if TYPE_CHECKING:
+    from clinnova_explore.analysis.exchange import OnFailure, Runner
+
 
 __all__ = [
     "NO_EVENT",
@@ -367,6 +371,8 @@ def pathways(
     min_cell_count: int | None = None,
     mode: Mode = "federated",
     transport: str = "arrow",
+    runner: Runner | None = None,
+    on_failure: OnFailure = "require_all_sites",
 ) -> PathwaysResult:
     """Treatment pathways of ``target`` members over a federation (rules: module docstring).
 
@@ -391,6 +397,13 @@ def pathways(
         Suppress paths with fewer persons (at each site on top of its policy, and overall).
     mode, transport
         As in :func:`clinnova_explore.analysis.contract.run`.
+    runner
+        Where the site steps run: in this process (default) or a
+        :class:`~clinnova_explore.federated.process_runner.ProcessRunner` (a process per site).
+    on_failure
+        ``"require_all_sites"`` (default: a site that is down, too slow or raises stops the
+        analysis, naming it) or ``"allow_partial"`` (the result covers the other sites and is
+        flagged ``provenance.partial``).
 
     Returns
     -------
@@ -414,4 +427,12 @@ def pathways(
         allow_repeats=allow_repeats,
         min_cell_count=min_cell_count,
     )
-    return run(PathwaysAnalysis(), spec, sites, mode=mode, transport=transport)
+    return run(
+        PathwaysAnalysis(),
+        spec,
+        sites,
+        mode=mode,
+        transport=transport,
+        runner=runner,
+        on_failure=on_failure,
+    )

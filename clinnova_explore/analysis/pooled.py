@@ -69,9 +69,11 @@ def strictest(policies: Iterable[DisclosurePolicy]) -> DisclosurePolicy:
         min_cell_count=max(p.min_cell_count for p in ps),
         min_cohort_size=max(p.min_cohort_size for p in ps),
         km_time_bin_days=max(p.km_time_bin_days for p in ps),
+        km_min_events_per_bin=max(p.km_min_count for p in ps),
         max_params_per_obs=min(p.max_params_per_obs for p in ps),
         allow_quantiles=all(p.allow_quantiles for p in ps),
         allowed_analyses=tuple(allowed),
+        differencing_guard=any(p.differencing_guard for p in ps),
     )
 
 

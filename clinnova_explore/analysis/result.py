@@ -61,6 +61,11 @@ class Provenance:
         ISO 8601 UTC time of the run.
     catalog
         The catalog file the sites came from, when known.
+    site_status
+        ``{site: state}`` for every site asked: ``"ok"``, ``"refused: <rule>"``, or why the
+        site did not answer (``"down: ..."``, ``"timeout: ..."``, ``"error: ..."``).
+    partial
+        True when the result leaves out sites that did not answer (``allow_partial``).
     """
 
     analysis: str
@@ -73,6 +78,8 @@ class Provenance:
     library_version: str = field(default_factory=library_version)
     created: str = field(default_factory=utc_now)
     catalog: str | None = None
+    site_status: Mapping[str, str] = field(default_factory=dict)
+    partial: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sites", tuple(self.sites))
@@ -81,6 +88,7 @@ class Provenance:
             self, "definition_hashes", MappingProxyType(dict(self.definition_hashes))
         )
         object.__setattr__(self, "refused", MappingProxyType(dict(self.refused)))
+        object.__setattr__(self, "site_status", MappingProxyType(dict(self.site_status)))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-compatible dict (for reports and audit entries)."""
@@ -95,6 +103,8 @@ class Provenance:
             "library_version": self.library_version,
             "created": self.created,
             "catalog": self.catalog,
+            "site_status": dict(self.site_status),
+            "partial": self.partial,
         }
 
     def _repr_html_(self) -> str:
@@ -117,6 +127,10 @@ class Provenance:
         ]
         if self.catalog:
             rows.append(("Catalog", esc(self.catalog)))
+        if self.partial or any(v != "ok" for v in self.site_status.values()):
+            status = ", ".join(f"{esc(k)} ({esc(v)})" for k, v in self.site_status.items())
+            flag = "<strong>partial result</strong>: " if self.partial else ""
+            rows.append(("Site status", flag + status))
         body = "".join(
             f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{v}</td></tr>"
             for k, v in rows

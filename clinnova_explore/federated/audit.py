@@ -1,14 +1,18 @@
 """A site's append-only, hash-chained record of every request and of what left the site.
 
 Each site keeps one JSON Lines file. An entry records when, who asked, which analysis with
-which parameters (as a hash), under which policy (as a hash of the policy), and either what was
-released (the hash and table shapes of the encoded payload) or the rule that refused it. Every
-entry holds the hash of the entry before it and its own hash over its canonical JSON, so
-editing, deleting, inserting or reordering entries breaks the chain at the first entry touched;
-:meth:`AuditLog.verify` names it. (Cutting entries off the end leaves a shorter valid chain:
-compare :attr:`AuditVerification.head` with a copy kept elsewhere to detect that.)
+which parameters (as a hash), under which policy (as a hash of the policy), whether it was a
+release or a preview (what *would* have left), and either what was released (the hash and table
+shapes of the encoded payload) or the rule that refused it. Every entry holds the hash of the
+entry before it and its own hash over its canonical JSON, so editing, deleting, inserting or
+reordering entries breaks the chain at the first entry touched; :meth:`AuditLog.verify` names
+it. (Cutting entries off the end leaves a shorter valid chain: compare
+:attr:`AuditVerification.head` with a copy kept elsewhere to detect that.)
 
-Appends take an exclusive file lock, so several processes of one site can write one log.
+Appends take an exclusive file lock, so several processes of one site can write one log. An
+:class:`AuditLog` verifies the whole file on its first append, then only what other processes
+appended since (it remembers where the verified part ends and its last hash); a file that
+shrank, or whose remembered last entry changed, is verified in full again.
 """
 
 from __future__ import annotations
@@ -16,11 +20,15 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Literal
+
+import pandas as pd
 
 from clinnova_explore.analysis.payload import Payload
 from clinnova_explore.catalog import DisclosurePolicy
@@ -30,6 +38,9 @@ __all__ = [
     "AuditError",
     "AuditLog",
     "AuditVerification",
+    "EntryKind",
+    "describe_entry",
+    "entries_frame",
     "parameters_hash",
     "payload_hash",
     "policy_version",
@@ -38,12 +49,15 @@ __all__ = [
 GENESIS = "0" * 64
 """The ``prev`` of the first entry."""
 
+EntryKind = Literal["release", "preview"]
+
 _FIELDS = (
     "seq",
     "time",
     "site",
     "requester",
     "analysis",
+    "kind",
     "parameters",
     "policy",
     "released",
@@ -96,7 +110,7 @@ class AuditVerification:
     ok
         Whether every entry is intact and chained to the one before.
     entries
-        Number of entries read.
+        Number of entries read (up to and including the first bad one).
     first_bad
         Line number (1-based) of the first entry that is not, else ``None``.
     reason
@@ -110,6 +124,104 @@ class AuditVerification:
     first_bad: int | None
     reason: str
     head: str
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """Where the verified part of the file ends: byte offset, entries, lines, last hash."""
+
+    offset: int
+    entries: int
+    lines: int
+    head: str
+    last_start: int | None  # byte offset of the last entry's line (None: no entry yet)
+
+
+_START = _Mark(0, 0, 0, GENESIS, None)
+
+
+def _check_line(line: bytes, prev: str, seq: int) -> tuple[str, str]:
+    """``(reason, hash)``: why a line is not the next entry of the chain ("" if it is)."""
+    if not line.endswith(b"\n"):
+        return "is incomplete (no line end)", ""
+    try:
+        entry = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "not valid JSON", ""
+    if not isinstance(entry, dict) or set(entry) != {*_FIELDS, "hash"}:
+        return "fields missing or added", ""
+    if entry["hash"] != _entry_hash(entry):
+        return "contents do not match the entry's hash (edited)", ""
+    if entry["prev"] != prev:
+        return "does not follow the entry before it (deleted, inserted or reordered)", ""
+    if entry["seq"] != seq:
+        return f"sequence number {entry['seq']} where {seq} was expected", ""
+    return "", str(entry["hash"])
+
+
+def _scan(fh: IO[bytes], mark: _Mark) -> tuple[AuditVerification, _Mark]:
+    """Verify the lines after ``mark``; the verification and the new mark (if intact)."""
+    fh.seek(mark.offset)
+    offset, count, lines, head = mark.offset, mark.entries, mark.lines, mark.head
+    last = mark.last_start
+    for raw in fh:
+        lines += 1
+        if raw.strip():
+            count += 1
+            reason, digest = _check_line(raw, head, count)
+            if reason:
+                return AuditVerification(False, count, lines, reason, head), mark
+            head, last = digest, offset
+        offset += len(raw)
+    return AuditVerification(True, count, None, "", head), _Mark(offset, count, lines, head, last)
+
+
+def _mark_holds(fh: IO[bytes], mark: _Mark, size: int) -> bool:
+    """Whether the file still holds, where ``mark`` says, the entry it remembers last."""
+    if size < mark.offset:
+        return False
+    if mark.last_start is None:
+        return mark.offset == 0
+    fh.seek(mark.last_start)
+    line = fh.read(mark.offset - mark.last_start)
+    if not line.endswith(b"\n"):
+        return False
+    try:
+        entry = json.loads(line.decode("utf-8"))
+        return bool(entry["hash"] == mark.head == _entry_hash(entry))
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError):
+        return False
+
+
+def describe_entry(entry: Mapping[str, Any]) -> str:
+    """What an entry says left the site, in words: table shapes and value names, or the rule.
+
+    Examples
+    --------
+    >>> describe_entry({"released": {"shapes": {"events": [12, 3]}, "values": ["n"]}})
+    'events 12x3; values: n'
+    >>> describe_entry({"released": None, "refused": "min_cohort_size"})
+    'refused: min_cohort_size'
+    """
+    released = entry.get("released")
+    if not isinstance(released, Mapping):
+        return f"refused: {entry.get('refused')}"
+    shapes = released.get("shapes") or {}
+    parts = [f"{name} {'x'.join(str(n) for n in shape)}" for name, shape in shapes.items()]
+    values = released.get("values") or []
+    if values:
+        parts.append("values: " + ", ".join(str(v) for v in values))
+    return "; ".join(parts) or "nothing"
+
+
+def entries_frame(entries: list[dict[str, Any]]) -> pd.DataFrame:
+    """Entries as a table for people: seq, time, requester, analysis, kind, released.
+
+    ``released`` is :func:`describe_entry` (shapes and value names, or the refusal).
+    """
+    columns = ["seq", "time", "requester", "analysis", "kind", "released"]
+    rows = [[*(e.get(c) for c in columns[:-1]), describe_entry(e)] for e in entries]
+    return pd.DataFrame(rows, columns=columns)
 
 
 class AuditLog:
@@ -128,13 +240,14 @@ class AuditLog:
     >>> log = AuditLog(pathlib.Path(tempfile.mkdtemp()) / "basel.jsonl", site="basel")
     >>> entry = log.append(requester="ana", analysis="cohort", parameters={"id": 1},
     ...                    policy=DisclosurePolicy(), refused="min_cohort_size")
-    >>> log.verify().ok, entry["seq"]
-    (True, 1)
+    >>> log.verify().ok, entry["seq"], entry["kind"]
+    (True, 1, 'release')
     """
 
     def __init__(self, path: str | Path, *, site: str) -> None:
         self.path = Path(path)
         self.site = site
+        self._mark: _Mark | None = None
 
     def __repr__(self) -> str:
         return f"AuditLog({self.site!r}, {str(self.path)!r})"
@@ -147,6 +260,16 @@ class AuditLog:
                 if line.strip():
                     yield number, line
 
+    @staticmethod
+    def _parse(path: Path, number: int, line: str) -> dict[str, Any]:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise AuditError(f"{path}:{number}: not a JSON entry ({exc.msg})") from exc
+        if not isinstance(entry, dict):
+            raise AuditError(f"{path}:{number}: not a JSON object")
+        return entry
+
     def entries(self) -> list[dict[str, Any]]:
         """Every entry, oldest first (read as is; see :meth:`verify`).
 
@@ -155,43 +278,53 @@ class AuditLog:
         AuditError
             If a line is not a JSON object (names the file and line).
         """
-        out = []
-        for number, line in self._lines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AuditError(f"{self.path}:{number}: not a JSON entry ({exc.msg})") from exc
-            if not isinstance(entry, dict):
-                raise AuditError(f"{self.path}:{number}: not a JSON object")
-            out.append(entry)
-        return out
+        return [self._parse(self.path, number, line) for number, line in self._lines()]
+
+    def tail(self, n: int) -> list[dict[str, Any]]:
+        """The last ``n`` entries, oldest first (read as is; only those ``n`` are parsed).
+
+        Raises
+        ------
+        AuditError
+            If one of those lines is not a JSON object (names the file and line).
+        """
+        if n <= 0:
+            return []
+        last = deque(self._lines(), maxlen=n)
+        return [self._parse(self.path, number, line) for number, line in last]
 
     def verify(self) -> AuditVerification:
-        """Check every entry's hash and its link to the entry before it."""
-        prev, count = GENESIS, 0
-        for number, line in self._lines():
-            count += 1
-            bad = self._check_line(line, prev, count)
-            if bad:
-                return AuditVerification(False, count, number, bad, prev)
-            prev = json.loads(line)["hash"]
-        return AuditVerification(True, count, None, "", prev)
+        """Check every entry's hash and its link to the entry before it.
 
-    @staticmethod
-    def _check_line(line: str, prev: str, seq: int) -> str:
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            return "not valid JSON"
-        if not isinstance(entry, dict) or set(entry) != {*_FIELDS, "hash"}:
-            return "fields missing or added"
-        if entry["hash"] != _entry_hash(entry):
-            return "contents do not match the entry's hash (edited)"
-        if entry["prev"] != prev:
-            return "does not follow the entry before it (deleted, inserted or reordered)"
-        if entry["seq"] != seq:
-            return f"sequence number {entry['seq']} where {seq} was expected"
-        return ""
+        Reads under a shared lock (never a half-written entry). The result also tells later
+        appends of this object how far the log is known to be intact; a broken log makes them
+        verify in full again (and refuse).
+        """
+        if not self.path.exists():
+            self._mark = _START
+            return AuditVerification(True, 0, None, "", GENESIS)
+        with self.path.open("rb") as fh:
+            fcntl.flock(fh, fcntl.LOCK_SH)
+            try:
+                check, mark = _scan(fh, _START)
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        self._mark = mark if check.ok else None
+        return check
+
+    def _verified(self, fh: IO[bytes]) -> _Mark:
+        """The intact chain up to the end of the (locked) file; raises if it is broken."""
+        mark = self._mark
+        if mark is None or not _mark_holds(fh, mark, os.fstat(fh.fileno()).st_size):
+            mark = _START
+        check, mark = _scan(fh, mark)
+        if not check.ok:
+            self._mark = None
+            raise AuditError(
+                f"{self.path}: entry {check.entries} on line {check.first_bad} {check.reason}; "
+                "the log is not appended to until it is restored"
+            )
+        return mark
 
     def append(
         self,
@@ -202,9 +335,17 @@ class AuditLog:
         policy: DisclosurePolicy,
         payload: Payload | None = None,
         refused: str | None = None,
+        kind: EntryKind = "release",
         time: datetime | None = None,
     ) -> dict[str, Any]:
         """Add one entry: a released ``payload`` or a refusal (``refused`` = the rule).
+
+        Parameters
+        ----------
+        kind
+            ``"release"``: the payload left the site (or the refusal was sent).
+            ``"preview"``: nothing left; the entry records what *would* have been released
+            (its hash and shapes) or the refusal.
 
         Returns
         -------
@@ -214,9 +355,11 @@ class AuditLog:
         Raises
         ------
         AuditError
-            If the existing log does not verify (nothing is appended to a broken chain), or
-            if neither or both of ``payload`` and ``refused`` are given.
+            If the log does not verify (nothing is appended to a broken chain), or if neither
+            or both of ``payload`` and ``refused`` are given.
         """
+        if kind not in ("release", "preview"):
+            raise AuditError(f"audit entry kind must be 'release' or 'preview', not {kind!r}")
         if payload is not None and payload.refused is not None:
             refused, payload = payload.refused, None
         if (payload is None) == (refused is None):
@@ -229,30 +372,34 @@ class AuditLog:
                 "values": sorted(payload.values),
             }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a+", encoding="utf-8") as fh:
+        with self.path.open("a+b") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
-                state = self.verify()
-                if not state.ok:
-                    raise AuditError(
-                        f"{self.path}: entry on line {state.first_bad} {state.reason}; "
-                        "the log is not appended to until it is restored"
-                    )
+                mark = self._verified(fh)
                 entry: dict[str, Any] = {
-                    "seq": state.entries + 1,
+                    "seq": mark.entries + 1,
                     "time": (time or datetime.now(UTC)).isoformat(timespec="seconds"),
                     "site": self.site,
                     "requester": requester,
                     "analysis": analysis,
+                    "kind": kind,
                     "parameters": parameters_hash(parameters),
                     "policy": policy_version(policy),
                     "released": released,
                     "refused": refused,
-                    "prev": state.head,
+                    "prev": mark.head,
                 }
                 entry["hash"] = _entry_hash(entry)
-                fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+                fh.write(line)
                 fh.flush()
+                self._mark = _Mark(
+                    mark.offset + len(line),
+                    mark.entries + 1,
+                    mark.lines + 1,
+                    entry["hash"],
+                    mark.offset,
+                )
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
         return entry

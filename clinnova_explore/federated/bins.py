@@ -7,17 +7,19 @@ the log-rank test), and both apply identically in federated and pooled mode:
 ``ceil(t / b) * b``; with ``b = 1`` integer day counts are unchanged and fractional days move
 to the next whole day.
 
-**Small cells** (``min_cell_count = k``): no released ``n_events`` or ``n_censored`` may lie in
-``(0, k)``. Within each cell of the ``by`` columns, time rows are merged into runs of
-consecutive times, going forward in time: a run closes as soon as its summed events and its
-summed censorings are each ``0`` or ``>= k``, and it is released at the *last* time of the run
-(events and censorings only ever move later, as binning moves them). A remainder at the end
-that does not qualify is merged into the runs before it until it does. Every released count
-is then 0 or at least ``k``, so neither the counts nor differences of the derived numbers at
-risk reveal a small cell, and no complementary suppression is needed. A ``by`` cell whose
-totals cannot qualify (fewer than ``k`` events, or fewer than ``k`` censorings, in the whole
-cell) is not released at all and is named in the payload. With weights the runs are formed
-from the unweighted counts and the weighted sums are released per run.
+**Small cells** (``k``: the policy's ``km_min_events_per_bin``, by default its
+``min_cell_count``; ``DisclosurePolicy.km_min_count`` gives it): no released ``n_events`` or
+``n_censored`` may lie in ``(0, k)``. Within each cell of the ``by`` columns, time rows are
+merged into runs of consecutive times, going forward in time: a run closes as soon as its
+summed events and its summed censorings are each ``0`` or ``>= k``, and it is released at the
+*last* time of the run (events and censorings only ever move later, as binning moves them). A
+remainder at the end that does not qualify is merged into the runs before it until it does.
+Every released count is then 0 or at least ``k``, so neither the counts nor differences of the
+derived numbers at risk reveal a small cell, and no complementary suppression is needed. A
+``by`` cell whose totals cannot qualify (fewer than ``k`` events, or fewer than ``k``
+censorings, in the whole cell) is not released at all and is named in the payload. With
+weights the runs are formed from the unweighted counts and the weighted sums are released per
+run.
 """
 
 from __future__ import annotations
@@ -108,6 +110,18 @@ def binned_event_table(
     min_cell_count: int = 1,
 ) -> tuple[pd.DataFrame, int, list[str]]:
     """The event table a site releases under its policy (see the module docstring).
+
+    Parameters
+    ----------
+    data
+        The site's rows.
+    duration, event, by, weights
+        Column names (``by``: one table per cell of these columns).
+    bin_days
+        The policy's ``km_time_bin_days``.
+    min_cell_count
+        The smallest non-zero event or censoring count released: pass the policy's
+        ``km_min_count`` (``km_min_events_per_bin``, else ``min_cell_count``).
 
     Returns
     -------

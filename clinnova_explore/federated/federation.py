@@ -1,10 +1,19 @@
 """A federation of sites that each hold one analysis table, and the analyses run over it.
 
 :class:`Federation` is the coordinator. Every method sends a site-local step (see
-:mod:`~clinnova_explore.federated.steps`) to each site through the analysis contract's
-:func:`~clinnova_explore.analysis.contract.collect`: the site applies its disclosure policy,
-its payload is encoded (Arrow IPC by default) and decoded again, and the coordinator combines
-only decoded payloads. Models (Cox, logistic) run one such round per Newton iteration.
+:mod:`~clinnova_explore.federated.steps`) to each site through its runner (the analysis
+contract's :func:`~clinnova_explore.analysis.contract.exchange_round`): the site's runtime
+(:mod:`~clinnova_explore.federated.runtime`) applies the site's own disclosure policy and
+differencing guard, checks the payload's schema, logs the request in the site's audit log and
+encodes the payload (Arrow IPC by default); the coordinator decodes and checks it again and
+combines only decoded payloads. Models (Cox, logistic) run one such round per Newton iteration.
+With a remote runner (a process per site) the coordinator holds no rows: each site builds its
+table from a :class:`~clinnova_explore.federated.protocol.TableRecipe`.
+
+A site that does not answer stops the analysis (``on_failure="require_all_sites"``) or is left
+out of a result flagged partial (``"allow_partial"``); every result's provenance carries each
+site's status. :meth:`Federation.preview` shows what each site would release, :meth:`status`
+what each site runs.
 
 :meth:`Federation.pooled` is the check: the same rows concatenated into one site (strictest
 policy) and analysed by the same code path. With ``min_cell_count=1`` and
@@ -14,6 +23,7 @@ on the concatenated rows) to rounding error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
@@ -24,10 +34,14 @@ import pandas as pd
 
 from clinnova_explore.analysis.contract import (
     Analysis,
+    FederationError,
     InProcessRunner,
+    OnFailure,
     Runner,
+    SiteUnavailableError,
     Transport,
-    collect,
+    default_requester,
+    exchange_round,
     suppressed_cells,
 )
 from clinnova_explore.analysis.logistic import LogisticResult
@@ -37,6 +51,13 @@ from clinnova_explore.analysis.result import Mode, Provenance
 from clinnova_explore.analysis.survival.km import KaplanMeierResult, kaplan_meier_from_event_table
 from clinnova_explore.analysis.survival.logrank import LogrankResult, logrank_from_event_table
 from clinnova_explore.catalog import DisclosurePolicy
+from clinnova_explore.federated.protocol import (
+    SiteInfo,
+    SiteRequest,
+    SiteResponse,
+    SiteStatus,
+    TableRecipe,
+)
 from clinnova_explore.federated.steps import CountSpec, CountStep, EventTableSpec, EventTableStep
 from clinnova_explore.federated.table_site import SITE_COLUMN, SiteAnalysis, TableSite, Transform
 
@@ -45,15 +66,15 @@ if TYPE_CHECKING:
     from clinnova_explore.analysis.survival.tte import TimeToEventSpec
     from clinnova_explore.catalog import Catalog
     from clinnova_explore.cdm.source import CdmSource
+    from clinnova_explore.federated.preview import Preview
 
-__all__ = ["POOLED", "Federation", "FederationError"]
+__all__ = ["POOLED", "UNAVAILABLE", "Federation", "FederationError", "SiteUnavailableError"]
 
 POOLED = "pooled"
+UNAVAILABLE = "site_unavailable"
+"""Stands in for the payload of a site that did not answer (``allow_partial``): analyses
+leave it out like a refusal, and a model fit stops if it happens between Newton rounds."""
 SpecT = TypeVar("SpecT")
-
-
-class FederationError(ValueError):
-    """A federated analysis cannot run as asked (the message says why and what to do)."""
 
 
 def _with_provenance(result: Any, provenance: Provenance) -> Any:
@@ -64,7 +85,7 @@ def _with_provenance(result: Any, provenance: Provenance) -> Any:
 class Federation:
     """Sites with one analysis table each; federated (or pooled) analyses over them.
 
-    Build one with :meth:`from_tables` or :meth:`from_cdm`.
+    Build one with :meth:`from_tables`, :meth:`from_cdm` or :meth:`from_site_tables`.
 
     Parameters
     ----------
@@ -81,6 +102,12 @@ class Federation:
         lists every payload sent).
     catalog, definition_hashes
         Recorded in every result's provenance.
+    on_failure
+        ``"require_all_sites"`` (default): a site that does not answer (down, timeout,
+        error) stops the analysis with a :class:`SiteUnavailableError` naming it.
+        ``"allow_partial"``: the analysis goes on over the other sites and the result's
+        provenance says ``partial`` and each site's status. A site failing between the
+        Newton rounds of a model stops the fit either way.
     """
 
     def __init__(
@@ -93,6 +120,7 @@ class Federation:
         runner: Runner | None = None,
         catalog: str | None = None,
         definition_hashes: Mapping[str, str] | None = None,
+        on_failure: OnFailure = "require_all_sites",
     ) -> None:
         self.sites: tuple[TableSite, ...] = tuple(sites)
         if not self.sites:
@@ -106,6 +134,17 @@ class Federation:
         self.runner: Runner = runner if runner is not None else InProcessRunner()
         self.catalog = catalog
         self.definition_hashes: dict[str, str] = dict(definition_hashes or {})
+        if on_failure not in ("require_all_sites", "allow_partial"):
+            raise FederationError(
+                f"on_failure must be 'require_all_sites' or 'allow_partial', not {on_failure!r}"
+            )
+        self.on_failure: OnFailure = on_failure
+        self._status: dict[str, SiteStatus] = {}
+
+    @property
+    def remote(self) -> bool:
+        """True when the sites' rows stay out of this process (a remote runner)."""
+        return bool(getattr(self.runner, "remote", False))
 
     def __repr__(self) -> str:
         ids = ", ".join(s.id for s in self.sites)
@@ -114,8 +153,19 @@ class Federation:
     def close(self) -> None:
         """Release what the sites computed and kept (temporary tables, cached rows).
 
-        Call it before closing the catalog whose connections the sites use.
+        Remote sites are sent ``forget`` for their tables (a site that does not answer is
+        skipped). Call it before closing the catalog whose connections the sites use.
         """
+        if self.remote:
+            requester = getattr(self.runner, "requester", None) or default_requester()
+            requests = {
+                s.id: (s, SiteRequest("forget", requester, recipe=s.request_recipe()))
+                for s in self.sites
+                if s.recipe is not None
+            }
+            if requests:  # best effort: a site that is gone has nothing left to forget
+                with contextlib.suppress(Exception):
+                    self.runner.exchange(requests, strict=False)
         for site in self.sites:
             site.release()
 
@@ -133,9 +183,12 @@ class Federation:
             "runner": self.runner,
             "catalog": self.catalog,
             "definition_hashes": self.definition_hashes,
+            "on_failure": self.on_failure,
         }
         kwargs.update(changes)
-        return Federation(sites, **kwargs)
+        fed = Federation(sites, **kwargs)
+        fed._status = self._status  # one record of the sites' states across derived copies
+        return fed
 
     # ------------------------------------------------------------------ construction
 
@@ -147,6 +200,7 @@ class Federation:
         policy: DisclosurePolicy | Mapping[str, DisclosurePolicy] | None = None,
         transport: str | Transport = "arrow",
         runner: Runner | None = None,
+        on_failure: OnFailure = "require_all_sites",
     ) -> Federation:
         """Sites from ``{site id: rows}``; a ``site`` column holding the id is added if missing.
 
@@ -156,7 +210,7 @@ class Federation:
             One table per site (pandas, or lazy ibis tables that stay in their database).
         policy
             One policy for all sites, ``{site id: policy}``, or None for the default policy.
-        transport, runner
+        transport, runner, on_failure
             See :class:`Federation`.
 
         Examples
@@ -184,7 +238,7 @@ class Federation:
                 else:
                     data = data.assign(**{SITE_COLUMN: site_id})
             sites.append(TableSite(site_id, site_policy, data))
-        return cls(sites, transport=transport, runner=runner)
+        return cls(sites, transport=transport, runner=runner, on_failure=on_failure)
 
     @classmethod
     def from_cdm(
@@ -194,16 +248,30 @@ class Federation:
         *,
         transport: str | Transport = "arrow",
         runner: Runner | None = None,
+        on_failure: OnFailure = "require_all_sites",
     ) -> Federation:
         """Each site's rows are :func:`~clinnova_explore.analysis.survival.tte.time_to_event`.
 
-        The tables are lazy ibis expressions on each site's own database; local steps
-        aggregate them there (event tables) or fetch the needed columns at the site (models).
+        In process the tables are lazy ibis expressions on each site's own database; local
+        steps aggregate them there (event tables) or fetch the needed columns at the site
+        (models). With a remote runner (``runner.remote``) this process holds no rows and
+        opens no connection: each site builds its table from the recipe it is sent.
         """
         from clinnova_explore.analysis.survival.tte import spec_hash, time_to_event
 
         catalog_path = getattr(sites, "path", None)
-        members = [TableSite(s.id, s.policy, time_to_event(s, spec)) for s in sites]
+        recipe = TableRecipe("time_to_event", spec)
+        remote = bool(getattr(runner, "remote", False))
+        members = [
+            TableSite(
+                s.id,
+                s.policy,
+                None if remote else time_to_event(s, spec),
+                recipe=recipe,
+                origin=s,
+            )
+            for s in sites
+        ]
         hashes = {**spec.definition_hashes(), "time_to_event": spec_hash(spec)}
         return cls(
             members,
@@ -211,6 +279,41 @@ class Federation:
             runner=runner,
             catalog=str(catalog_path) if catalog_path is not None else None,
             definition_hashes=hashes,
+            on_failure=on_failure,
+        )
+
+    @classmethod
+    def from_site_tables(
+        cls,
+        catalog: Catalog | Sequence[CdmSource],
+        table: str,
+        *,
+        transport: str | Transport = "arrow",
+        runner: Runner | None = None,
+        on_failure: OnFailure = "require_all_sites",
+    ) -> Federation:
+        """Each site's rows are the table ``table`` of its own database (one row per subject).
+
+        A ``site`` column holding the site id is added when the table has none. With a
+        remote runner only the table's name leaves this process; each site opens it itself.
+        """
+        recipe = TableRecipe("table", table)
+        remote = bool(getattr(runner, "remote", False))
+        members = []
+        for s in catalog:
+            data: ir.Table | None = None
+            if not remote:
+                data = s.connect().table(table)
+                if SITE_COLUMN not in data.columns:
+                    data = data.mutate(**{SITE_COLUMN: ibis.literal(s.id)})
+            members.append(TableSite(s.id, s.policy, data, recipe=recipe, origin=s))
+        catalog_path = getattr(catalog, "path", None)
+        return cls(
+            members,
+            transport=transport,
+            runner=runner,
+            catalog=str(catalog_path) if catalog_path is not None else None,
+            on_failure=on_failure,
         )
 
     # ------------------------------------------------------------------ derived federations
@@ -223,6 +326,12 @@ class Federation:
         """
         if self.mode == "pooled":
             return self
+        if self.remote or any(s.remote for s in self.sites):
+            raise FederationError(
+                "pooled() needs every site's rows in this process, but this federation's rows "
+                "stay at the sites (remote runner). Run the federated analysis itself, or "
+                "build an in-process federation on data you are allowed to pool"
+            )
         frames = [s.frame() for s in self.sites]
         rows = pd.concat(frames, ignore_index=True)
         site = TableSite(POOLED, strictest(s.policy for s in self.sites), rows)
@@ -252,10 +361,26 @@ class Federation:
 
         ``analysis`` follows the contract's :class:`~clinnova_explore.analysis.contract.Analysis`
         with a :class:`TableSite` as its site (see :mod:`~clinnova_explore.federated.steps`).
+        One payload per site, in site order; under ``allow_partial`` a site that did not
+        answer is a payload refused with :data:`UNAVAILABLE` (its status is kept for the
+        provenance).
         """
         contract_analysis = cast("Analysis[SpecT, Any]", analysis)
-        sites = cast("list[CdmSource]", list(self.sites))
-        return collect(contract_analysis, spec, sites, transport=self.transport, runner=self.runner)
+        result = exchange_round(
+            contract_analysis,
+            spec,
+            self.sites,
+            runner=self.runner,
+            transport=self.transport,
+            on_failure=self.on_failure,
+        )
+        self._status.update(result.statuses)
+        if not result.failed:
+            return result.payloads
+        got = {p.site: p for p in result.payloads}
+        return [
+            got.get(s.id) or Payload(analysis.name, s.id, refused=UNAVAILABLE) for s in self.sites
+        ]
 
     def provenance(
         self, analysis: str, rounds: Sequence[Sequence[Payload]], notes: Sequence[str] = ()
@@ -263,10 +388,17 @@ class Federation:
         """Provenance of a result made from ``rounds`` of payloads (refusals, suppressions)."""
         refused: dict[str, str] = {}
         suppressed: list[str] = []
+        status: dict[str, str] = {}
         for payloads in rounds:
             for p in payloads:
+                if p.refused == UNAVAILABLE:
+                    known = self._status.get(p.site)
+                    status[p.site] = str(known) if known is not None else "down"
+                    continue
                 if p.refused is not None:
                     refused.setdefault(p.site, p.refused)
+                    status.setdefault(p.site, f"refused: {p.refused}")
+                status.setdefault(p.site, "ok")
                 for cell in suppressed_cells(p):
                     if cell not in suppressed:
                         suppressed.append(cell)
@@ -280,6 +412,8 @@ class Federation:
             refused=refused,
             transport=name,
             catalog=self.catalog,
+            site_status=status,
+            partial=any(p.refused == UNAVAILABLE for ps in rounds for p in ps),
         )
 
     def _event_table(self, spec: EventTableSpec) -> tuple[pd.DataFrame, Provenance]:
@@ -302,6 +436,46 @@ class Federation:
                 notes.append(f"{p.site}: event table not released for {dropped} (min_cell_count)")
         prov = self.provenance(step.name, [payloads], notes)
         return step.combine(payloads, spec, prov), prov
+
+    # ------------------------------------------------------------------ governance
+
+    def status(self) -> list[SiteInfo | SiteStatus]:
+        """Each site's :class:`SiteInfo` (engine, versions, policy, audit state), in site
+        order; a site that does not answer is its :class:`SiteStatus` instead."""
+        requester = getattr(self.runner, "requester", None) or default_requester()
+        requests = {s.id: (s, SiteRequest("status", requester)) for s in self.sites}
+        answers = self.runner.exchange(requests, strict=False)
+        out: list[SiteInfo | SiteStatus] = []
+        for s in self.sites:
+            answer = answers.get(s.id, SiteStatus(s.id, "down", "no answer"))
+            if isinstance(answer, SiteResponse):
+                if answer.ok and answer.info is not None:
+                    out.append(answer.info)
+                    continue
+                answer = SiteStatus(s.id, "error", answer.error or "no status")
+            out.append(answer)
+        return out
+
+    def preview(self, method: str, **kwargs: Any) -> Preview:
+        """What each site would release for ``method`` (nothing is released).
+
+        Parameters
+        ----------
+        method
+            ``"kaplan_meier"``, ``"logrank"``, ``"cox"``, ``"logistic"`` or ``"count"``.
+        **kwargs
+            The method's own arguments. For models the first round (rows, events, levels)
+            is previewed; the preview's notes say how many numbers each Newton round
+            releases per site.
+
+        Examples
+        --------
+        >>> fed.preview("kaplan_meier", duration="t", event="e").refusals  # doctest: +SKIP
+        {}
+        """
+        from clinnova_explore.federated.preview import preview_federation
+
+        return preview_federation(self, method, **kwargs)
 
     # ------------------------------------------------------------------ analyses
 

@@ -71,8 +71,10 @@ class _Rounds:
         self.history.append(payloads)
         refused = {p.site: str(p.refused) for p in payloads if p.refused is not None}
         if refused and not allow_refusal:
-            raise RuntimeError(
-                f"{self.analysis}: site(s) {refused} refused in the middle of the fit"
+            raise fed_error(
+                f"{self.analysis}: site(s) {refused} stopped answering in the middle of the fit "
+                "(after the first round); the model cannot be fitted without them. Run again, "
+                "or leave those sites out of the federation."
             )
         answered = [p for p in payloads if p.refused is None]
         if not answered:

@@ -100,11 +100,17 @@ class EventTableStep:
             by=spec.by,
             weights=spec.weights,
             bin_days=site.policy.km_time_bin_days,
-            min_cell_count=site.policy.min_cell_count,
+            min_cell_count=site.policy.km_min_count,
         )
         for col in spec.by:
             if isinstance(table[col].dtype, pd.CategoricalDtype):
                 table[col] = table[col].astype(str)
+            elif pd.api.types.is_integer_dtype(table[col].dtype) and not pd.api.types.is_bool_dtype(
+                table[col].dtype
+            ):  # int8/uint16 group columns travel as the payload's integer type
+                table[col] = table[col].astype(
+                    "Int64" if pd.api.types.is_extension_array_dtype(table[col].dtype) else "int64"
+                )
         values: dict[str, Any] = {"merged_bins": merged, "dropped_cells": "; ".join(dropped)}
         return Payload(analysis=self.name, site=site.id, tables={"events": table}, values=values)
 

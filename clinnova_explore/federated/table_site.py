@@ -12,6 +12,7 @@ derivations (:meth:`TableSite.with_transform`). It satisfies the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -21,17 +22,42 @@ import ibis.expr.types as ir
 import pandas as pd
 
 from clinnova_explore.catalog import DisclosurePolicy
+from clinnova_explore.federated.protocol import TableRecipe
 
 if TYPE_CHECKING:
     from clinnova_explore.analysis.payload import Payload
     from clinnova_explore.analysis.result import Provenance
 
-__all__ = ["DATA_TABLE", "SITE_COLUMN", "SiteAnalysis", "TableSite", "Transform"]
+__all__ = ["DATA_TABLE", "SITE_COLUMN", "SiteAnalysis", "TableSite", "Transform", "fetch"]
 
 DATA_TABLE = "data"
 SITE_COLUMN = "site"
-_SHARED = ("parent", "relation", "frame")  # cache entries that do not depend on the policy
+_SHARED = (
+    "parent",
+    "relation",
+    "frame",
+    "recipe",
+)  # cache entries that do not depend on the policy
 Transform = Callable[[pd.DataFrame], pd.DataFrame]
+
+
+def fetch(table: ir.Table) -> pd.DataFrame:
+    """The rows of a lazy table, in an order that does not depend on the engine.
+
+    SQL promises no row order, and sums over rows (Cox, logistic, moments) round differently
+    in another order; sorting by every column in pandas (not in SQL, where PostgreSQL orders
+    text by its collation and DuckDB by bytes) makes DuckDB and PostgreSQL sites give
+    bit-identical results. Equal rows are interchangeable.
+    """
+    df = table.to_pandas()
+    if len(df) < 2 or len(df.columns) == 0:
+        return df
+    try:
+        return df.sort_values(
+            list(df.columns), kind="mergesort", na_position="last", ignore_index=True
+        )
+    except TypeError:  # unorderable mixed objects: keep the engine's order
+        return df
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,44 +73,87 @@ class TableSite:
     data
         One row per subject: a pandas DataFrame or a lazy ibis table. It has a ``site``
         column (:meth:`Federation.from_tables` adds one holding ``id`` when missing).
+        ``None`` when the rows stay at a remote site (then ``recipe`` says how the site
+        builds them).
     transforms
         ``(label, function)`` pairs applied in order to the rows (as a DataFrame) at the site.
+    recipe
+        How the site builds these rows from its own CDM (sent with every request; the
+        site adds ``transforms``).
+    origin
+        The CDM source the rows come from (a catalog site: its audit log records the
+        requests), if any.
     """
 
     id: str
     policy: DisclosurePolicy
-    data: pd.DataFrame | ir.Table
+    data: pd.DataFrame | ir.Table | None
     transforms: tuple[tuple[str, Transform], ...] = ()
+    recipe: TableRecipe | None = None
+    origin: Any = field(default=None, repr=False)
     _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
             raise ValueError("a site id must be a non-empty string")
-        if not isinstance(self.data, pd.DataFrame | ir.Table):
+        if self.data is None and self.recipe is None:
+            raise TypeError(f"site {self.id!r}: give its rows (data) or a recipe to build them")
+        if self.data is not None and not isinstance(self.data, pd.DataFrame | ir.Table):
             raise TypeError(
                 f"site {self.id!r}: data must be a pandas DataFrame or an ibis table, "
                 f"not {type(self.data).__name__}"
             )
 
     @property
+    def remote(self) -> bool:
+        """True when the rows stay at the site (``data`` is None; only ``recipe`` is here)."""
+        return self.data is None
+
+    def _rows(self) -> pd.DataFrame | ir.Table:
+        if self.data is None:
+            raise TypeError(
+                f"site {self.id!r}: its rows stay at the site (a remote runner builds them "
+                "there from the recipe); run analyses through the federation instead"
+            )
+        return self.data
+
+    def request_recipe(self) -> TableRecipe | None:
+        """The recipe sent to the site: ``recipe`` with this site's transforms."""
+        if self.recipe is None:
+            return None
+        made = self._cache.get("recipe")
+        if made is None:
+            made = self._cache["recipe"] = dataclasses.replace(
+                self.recipe, transforms=self.transforms
+            )
+        return made
+
+    @property
     def columns(self) -> list[str]:
         """Column names of the rows (after the transforms)."""
         if self.transforms:
             return list(self.frame().columns)
-        return list(self.data.columns)
+        return list(self._rows().columns)
 
     def with_transform(self, fn: Transform, label: str) -> TableSite:
         """A copy of this site with one more site-local derivation.
 
         The copy starts from this site's rows (computed once, then shared).
         """
-        site = TableSite(self.id, self.policy, self.data, (*self.transforms, (label, fn)))
+        site = TableSite(
+            self.id,
+            self.policy,
+            self.data,
+            (*self.transforms, (label, fn)),
+            self.recipe,
+            self.origin,
+        )
         site._cache["parent"] = self
         return site
 
     def with_policy(self, policy: DisclosurePolicy) -> TableSite:
         """The same rows and derivations under another policy (sharing computed rows)."""
-        site = TableSite(self.id, policy, self.data, self.transforms)
+        site = TableSite(self.id, policy, self.data, self.transforms, self.recipe, self.origin)
         site._cache.update({k: v for k, v in self._cache.items() if k in _SHARED})
         return site
 
@@ -96,9 +165,10 @@ class TableSite:
         """
         if "parent" in self._cache:
             return self._cache["parent"]._base()
-        if isinstance(self.data, ir.Table):
-            return self.cached("relation", self.data.cache)
-        return self.data
+        data = self._rows()
+        if isinstance(data, ir.Table):
+            return self.cached("relation", data.cache)
+        return data
 
     def relation(self) -> pd.DataFrame | ir.Table:
         """The rows for a local step: the (cached) lazy table when there is nothing to derive."""
@@ -110,7 +180,7 @@ class TableSite:
             df, todo = parent.frame(), self.transforms[len(parent.transforms) :]
         else:
             base = self._base()
-            df = base.to_pandas() if isinstance(base, ir.Table) else base.copy()
+            df = fetch(base) if isinstance(base, ir.Table) else base.copy()
             todo = self.transforms
         for label, fn in todo:
             out = fn(df)
@@ -139,7 +209,7 @@ class TableSite:
                     f"available: {list(data.columns)}"
                 )
             data = data[list(columns)]
-        return data.to_pandas() if isinstance(data, ir.Table) else data.copy()
+        return fetch(data) if isinstance(data, ir.Table) else data.copy()
 
     def n_rows(self) -> int:
         """Number of rows (counted in the database for lazy data)."""

@@ -9,11 +9,11 @@ models, the adjusted curves and the balance table.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
+from clinnova_explore.federated.site_transforms import with_outcome
 from clinnova_explore.report.html import Section
 from clinnova_explore.report.sections import (
     balance_section,
@@ -65,8 +65,7 @@ def to_bokeh(plot: Any) -> Model:
     raise TypeError(f"cannot embed a {type(plot).__name__} in a report; expected a bokeh model")
 
 
-def _outcome_indicator(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.assign(**{OUTCOME: (frame[EVENT] == 1).astype("int64")})
+_outcome_indicator = functools.partial(with_outcome, event=EVENT, outcome=OUTCOME)
 
 
 def effect_sections(

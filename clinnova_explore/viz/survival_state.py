@@ -20,7 +20,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,9 @@ from clinnova_explore.catalog import Catalog
 from clinnova_explore.cohort import CohortDefinition, builtin_definition
 from clinnova_explore.cohort.sqlcache import LruCache
 from clinnova_explore.federated import Federation, TableSite
+
+if TYPE_CHECKING:
+    from clinnova_explore.federated.preview import Preview
 
 __all__ = [
     "AGE_BREAKS",
@@ -247,6 +250,13 @@ class SurvivalState(param.Parameterized):
         The sites' rows are queried once per comparison and kept at each site, so the pooled
         copy and every later analysis reuse them.
         """
+        sites = self._site_rows()
+        if isinstance(sites, Problem) or self.mode == "federated":
+            return sites
+        return self._cached("federation", None, sites.pooled)
+
+    def _site_rows(self) -> Federation | Problem:
+        """The federated federation of the chosen comparison (rows kept at the sites)."""
         spec = self.spec()
         if spec is None:
             return Problem("Pick a comparison.")
@@ -262,8 +272,12 @@ class SurvivalState(param.Parameterized):
             if kept is not None:
                 return kept
             with Federation.from_cdm(self.catalog, spec) as fed:
-                # each site fetches its rows once and keeps them, so toggles do not re-query
-                sites = [TableSite(s.id, s.policy, _derived_columns(s.frame())) for s in fed.sites]
+                # each site fetches its rows once and keeps them, so toggles do not re-query;
+                # the kept rows still belong to their catalog site (its audit log and guard)
+                sites = [
+                    TableSite(s.id, s.policy, _derived_columns(s.frame()), origin=s.origin)
+                    for s in fed.sites
+                ]
             built = Federation(
                 sites,
                 source_ids=fed.source_ids,
@@ -273,10 +287,35 @@ class SurvivalState(param.Parameterized):
             _ROWS.put(key, built)
             return built
 
-        sites = self._cached("federation", None, build, per_mode=False)
-        if isinstance(sites, Problem) or self.mode == "federated":
-            return sites
-        return self._cached("federation", None, sites.pooled)
+        return self._cached("federation", None, build, per_mode=False)
+
+    @param.depends("comparison", "stratify_by")
+    def release_preview(self) -> dict[str, Preview | Problem]:
+        """What each site would release for the comparison's Kaplan-Meier curves (by
+        :attr:`stratify_by`) and its naive Cox model, without releasing anything.
+
+        Always the federated run (in pooled mode no payload leaves a site); each site records
+        the preview in its audit log.
+        """
+        fed = self._site_rows()
+        if isinstance(fed, Problem):
+            return {"Kaplan-Meier": fed, "Cox": fed}
+        group = self.stratify_by
+        km = self._cached(
+            "preview",
+            ("km", group),
+            lambda: fed.preview("kaplan_meier", duration=DURATION, event=OUTCOME, group=group),
+            per_mode=False,
+        )
+        cox = self._cached(
+            "preview",
+            "cox",
+            lambda: fed.preview(
+                "cox", duration=DURATION, event=OUTCOME, covariates=["treatment"], strata="site"
+            ),
+            per_mode=False,
+        )
+        return {"Kaplan-Meier": km, "Cox": cox}
 
     # ------------------------------------------------------------------ results
     @param.depends("stratify_by", "adjustment", "adjusted_curves")

@@ -15,6 +15,8 @@ import panel as pn
 
 from clinnova_explore.analysis.effects import EffectResult
 from clinnova_explore.analysis.survival.km import KaplanMeierResult
+from clinnova_explore.viz.federation_state import preview_rows
+from clinnova_explore.viz.federation_views import preview_frame
 from clinnova_explore.viz.overview import site_cmap
 from clinnova_explore.viz.panel_views import bind_view, table
 from clinnova_explore.viz.survival_plots import forest_figure, km_figure
@@ -25,6 +27,7 @@ __all__ = [
     "controls",
     "effects_tab",
     "km_tab",
+    "preview_tab",
     "problem_alert",
     "result_tabs",
     "title_markdown",
@@ -205,12 +208,39 @@ def balance_tab(state: SurvivalState) -> Any:
     return bind_view(state, _balance, state.effect)
 
 
+_PREVIEW_NOTE = (
+    "A preview runs each site's local step and policy checks but releases nothing: the "
+    "coordinator sees only the table shapes, value names, suppressed cells, refusals and "
+    "sizes shown here. Each site records the preview in its audit log, as it records every "
+    "release."
+)
+
+
+def _preview(previews: dict[str, Any]) -> Any:
+    parts = [
+        preview_frame(
+            f"{name} (federated)",
+            found if isinstance(found, Problem) else preview_rows(found),
+            getattr(found, "notes", ()),
+        )
+        for name, found in previews.items()
+    ]
+    return pn.Column(*parts, pn.pane.Markdown(_PREVIEW_NOTE), css_classes=["release-preview"])
+
+
+def preview_tab(state: SurvivalState) -> Any:
+    """What each site would release for the Kaplan-Meier curves and the naive Cox model of the
+    current comparison (shapes, suppressed cells, refusals, bytes); nothing is released."""
+    return bind_view(state, _preview, state.release_preview)
+
+
 def result_tabs(state: SurvivalState) -> pn.Tabs:
-    """Kaplan-Meier, hazard ratios and balance as tabs; a tab's analyses run when it is first
-    opened."""
+    """Kaplan-Meier, hazard ratios, balance and what would leave the sites, as tabs; a tab's
+    analyses run when it is first opened."""
     return pn.Tabs(
         ("Kaplan-Meier", _on_demand(km_tab(state))),
         ("Hazard ratios", _on_demand(effects_tab(state))),
         ("Balance", _on_demand(balance_tab(state))),
+        ("What would leave", _on_demand(preview_tab(state))),
         dynamic=True,
     )

@@ -22,8 +22,10 @@ results agree to rounding error (matching within site, strata by site).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,9 +51,11 @@ from clinnova_explore.analysis.effects.propensity import PropensityModel, check_
 from clinnova_explore.analysis.effects.weighting import stabilized_weights, trim_mask
 from clinnova_explore.analysis.payload import Payload
 from clinnova_explore.analysis.result import Provenance
+from clinnova_explore.federated.site_transforms import site_transform
 from clinnova_explore.federated.table_site import SITE_COLUMN
 
 if TYPE_CHECKING:
+    from clinnova_explore.analysis.logistic import LogisticResult
     from clinnova_explore.federated import Federation, TableSite
 
 __all__ = ["MomentsSpec", "MomentsStep", "compare_federated", "federated_moments"]
@@ -188,19 +192,8 @@ def compare_federated(
             "a federated comparison must be stratified by site (strata='site'): risk sets and "
             "matched pairs cannot span sites; use fed.pooled() for an unstratified analysis"
         )
-    needed = [treatment, duration, event, *covs]
-
-    def prepare(df: pd.DataFrame) -> pd.DataFrame:
-        missing = [c for c in [*needed, *([strata] if strata else [])] if c not in df.columns]
-        if missing:
-            raise KeyError(f"column(s) {missing} not in the data; available: {list(df.columns)}")
-        out = df[df[needed].notna().all(axis=1)].copy()
-        out[EVENT] = outcome_indicator(out[event])
-        out[ROWS] = len(df)
-        if strata is not None:
-            out[strata] = out[strata].astype(str)
-        return out
-
+    needed = (treatment, duration, event, *covs)
+    prepare = partial(_prepare, needed=needed, event=event, strata=strata)
     base = fed.transform(prepare, "effects: complete cases and outcome indicator")
     rounds: list[list[Payload]] = []
     ps_covs = [*covs, *([strata] if strata else [])]
@@ -219,9 +212,7 @@ def compare_federated(
     if left_out:
         # a site that cannot release the balance table or fit the propensity model takes no
         # part in any step, so every model and table describes the same persons
-        def leave_out(df: pd.DataFrame) -> pd.DataFrame:
-            return df[~df[SITE_COLUMN].astype(str).isin(list(left_out))]
-
+        leave_out = partial(_leave_out, sites=tuple(sorted(left_out)))
         base = base.transform(leave_out, f"effects: leave out {sorted(left_out)}")
         before = federated_moments(base, first, rounds)
     model = base.logistic(outcome=treatment, covariates=ps_covs, alpha=alpha)
@@ -242,23 +233,18 @@ def compare_federated(
     # without trimming, P(T = 1) among the persons kept is the one over everyone
     early = method == "iptw" and trim is None
     p_early = p_all if stabilized else None
-
-    def score(df: pd.DataFrame) -> pd.DataFrame:
-        ps = model.predict(df).to_numpy(np.float64)
-        out = df.assign(
-            **{
-                PS: ps,
-                EQUIPOISE: in_equipoise(preference_from(ps, p_all)).astype(np.float64),
-                KEEP: trim_mask(ps, trim).astype(np.float64),
-            }
-        )
-        if early:
-            t = out[treatment].to_numpy(np.float64)
-            out[WEIGHT] = stabilized_weights(ps, t, p_early)
-        return out
-
     # each derived federation re-derives its rows at the sites, so derive as few as possible:
     # scores, equipoise and (without trimming) the weights in one step
+    # the sites get the coefficients only (not the fit's provenance, which names other sites)
+    score = partial(
+        _score,
+        model=dataclasses.replace(model, provenance=None),
+        treatment=treatment,
+        p_all=p_all,
+        trim=trim,
+        weights=early,
+        p_weights=p_early,
+    )
     scored = base.transform(score, "effects: propensity score")
     diag = federated_moments(scored, MomentsSpec(treatment, (EQUIPOISE, KEEP)), rounds)
     in_eq = _arm_total(diag, EQUIPOISE)
@@ -267,13 +253,7 @@ def compare_federated(
     n_adjusted = n
     if method == "iptw":
         p_kept = None if not stabilized else _share(_arm_total(diag, KEEP))
-
-        def weigh(df: pd.DataFrame) -> pd.DataFrame:
-            keep = df[KEEP].to_numpy() == 1.0
-            t = df[treatment].to_numpy(np.float64)
-            w = stabilized_weights(df[PS], t, p_kept, keep if trim is not None else None)
-            return df.assign(**{WEIGHT: w})[w > 0]
-
+        weigh = partial(_weigh, treatment=treatment, p_kept=p_kept, trimmed=trim is not None)
         weighted = (
             scored
             if early
@@ -284,13 +264,9 @@ def compare_federated(
         km = weighted.kaplan_meier(weights=WEIGHT, **km_args)
         n_adjusted = int(sum(_persons_n(after).values()))
     elif method == "match":
-
-        def pair(df: pd.DataFrame) -> pd.DataFrame:
-            by = order_by if order_by in df.columns else None
-            return match(
-                df, ps=PS, treatment=treatment, caliper=caliper, within=strata, order_by=by
-            )
-
+        pair = partial(
+            _pair, treatment=treatment, caliper=caliper, strata=strata, order_by=order_by
+        )
         matched = scored.transform(pair, "effects: 1:1 caliper matching within site")
         after = federated_moments(matched, MomentsSpec(treatment, tuple(covs)), rounds)
         adjusted = matched.cox(covariates=[treatment], cluster=PAIR_ID, **cox_args)
@@ -317,6 +293,84 @@ def compare_federated(
         excluded,
         prov,
     )
+
+
+# ---------------------------------------------------------------------- site transforms
+# Module-level functions, bound with functools.partial, so that a site in another process
+# receives them by reference (a pickle names the function; no code travels).
+
+
+@site_transform
+def _prepare(
+    df: pd.DataFrame, *, needed: tuple[str, ...], event: str, strata: str | None
+) -> pd.DataFrame:
+    """Complete cases of ``needed``, the outcome indicator and the site's row count."""
+    missing = [c for c in [*needed, *([strata] if strata else [])] if c not in df.columns]
+    if missing:
+        raise KeyError(f"column(s) {missing} not in the data; available: {list(df.columns)}")
+    out = df[df[list(needed)].notna().all(axis=1)].copy()
+    out[EVENT] = outcome_indicator(out[event])
+    out[ROWS] = len(df)
+    if strata is not None:
+        out[strata] = out[strata].astype(str)
+    return out
+
+
+@site_transform
+def _leave_out(df: pd.DataFrame, *, sites: tuple[str, ...]) -> pd.DataFrame:
+    """The rows of sites not in ``sites`` (on the pooled site, only those sites' rows go)."""
+    return df[~df[SITE_COLUMN].astype(str).isin(list(sites))]
+
+
+@site_transform
+def _score(
+    df: pd.DataFrame,
+    *,
+    model: LogisticResult,
+    treatment: str,
+    p_all: float,
+    trim: tuple[float, float] | None,
+    weights: bool,
+    p_weights: float | None,
+) -> pd.DataFrame:
+    """Propensity score, equipoise and trimming flags; with ``weights``, the IPT weights."""
+    ps = model.predict(df).to_numpy(np.float64)
+    out = df.assign(
+        **{
+            PS: ps,
+            EQUIPOISE: in_equipoise(preference_from(ps, p_all)).astype(np.float64),
+            KEEP: trim_mask(ps, trim).astype(np.float64),
+        }
+    )
+    if weights:
+        t = out[treatment].to_numpy(np.float64)
+        out[WEIGHT] = stabilized_weights(ps, t, p_weights)
+    return out
+
+
+@site_transform
+def _weigh(
+    df: pd.DataFrame, *, treatment: str, p_kept: float | None, trimmed: bool
+) -> pd.DataFrame:
+    """Stabilized (or plain) weights among the persons kept; persons trimmed away dropped."""
+    keep = df[KEEP].to_numpy() == 1.0
+    t = df[treatment].to_numpy(np.float64)
+    w = stabilized_weights(df[PS], t, p_kept, keep if trimmed else None)
+    return df.assign(**{WEIGHT: w})[w > 0]
+
+
+@site_transform
+def _pair(
+    df: pd.DataFrame,
+    *,
+    treatment: str,
+    caliper: float | None,
+    strata: str | None,
+    order_by: str | None,
+) -> pd.DataFrame:
+    """1:1 caliper matching on the propensity score within each stratum."""
+    by = order_by if order_by in df.columns else None
+    return match(df, ps=PS, treatment=treatment, caliper=caliper, within=strata, order_by=by)
 
 
 def _left_out(fed: Federation, payloads: Sequence[Payload], n_params: int) -> dict[str, str]:
