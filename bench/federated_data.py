@@ -148,7 +148,8 @@ def write_catalog(
             "country": "XX",
             "backend": "duckdb",
             "location": str(path.resolve()),
-            **({"policy": policy} if policy is not None else {}),
+            # each site shares its prepared table, and only that one, as an analysis table
+            "policy": {**(policy or {}), "analysis_tables": [TABLE]},
         }
         for site, path in paths.items()
     ]

@@ -113,6 +113,11 @@ class DisclosurePolicy(BaseModel):
         description="Refuse cohorts that differ from a released one by fewer persons than "
         "min_cell_count.",
     )
+    analysis_tables: tuple[str, ...] = Field(
+        (),
+        description="Tables of the site's database a requester may name as an analysis table "
+        "(e.g. a prepared `tte`); the CDM itself is reached only through the analyses.",
+    )
 
     @model_validator(mode="after")
     def _km_bin_at_least_cell(self) -> DisclosurePolicy:

@@ -99,7 +99,7 @@ def survival_catalog(
             con.register("rows", rows)
             con.execute("CREATE TABLE survival AS SELECT * FROM rows")
         site["location"] = f"cdm/{site['id']}.duckdb"
-        site["policy"].update(policy)
+        site["policy"].update({"analysis_tables": ["survival"], **policy})
     path = folder / "data_catalog.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path

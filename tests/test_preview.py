@@ -5,7 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from clinnova_explore.analysis.contract import InProcessRunner, plan, preview, run
+from clinnova_explore.analysis.contract import (
+    InProcessRunner,
+    plan,
+    preview,
+    run,
+    suppressed_cells,
+)
 from clinnova_explore.analysis.counts import COHORT_COUNTS, count_cohort
 from clinnova_explore.analysis.payload import Payload
 from clinnova_explore.catalog import Catalog, DisclosurePolicy
@@ -13,6 +19,7 @@ from clinnova_explore.cohort import builtin_definition
 from clinnova_explore.federated import Federation, Preview, TableSite
 from clinnova_explore.federated.audit import AuditLog
 from clinnova_explore.federated.protocol import SiteInfo, SiteStatus
+from clinnova_explore.federated.runtime import site_preview
 from clinnova_explore.federated.steps import (
     CountSpec,
     CountStep,
@@ -95,6 +102,18 @@ def test_suppressed_cells_and_refusals_are_listed(tables: dict[str, pd.DataFrame
     # "rare" (3 persons) is suppressed at a, with one complementary cell
     assert shown.suppressed == tuple(counts.attrs["provenance"]["suppressed"])
     assert any("level=rare" in cell for cell in shown.suppressed)
+    # a released table's labels may quote its (released) counts; a preview's never do
+    table = pd.DataFrame(
+        {
+            "sex": ["F", "M"],
+            "persons": pd.array([None, 40], dtype="Int64"),
+            "records": [12, 55],  # released numbers, no missing value: a label column
+            "suppressed": [True, False],
+        }
+    )
+    payload = Payload("cohort", "basel", {"counts": table})
+    assert suppressed_cells(payload) == ["basel: counts sex=F, records=12"]
+    assert site_preview(payload, 100).suppressed == ("basel: counts sex=F",)
     summary = shown.summary
     assert list(summary.columns) == [
         "site",
@@ -123,7 +142,15 @@ def test_preview_releases_nothing_and_the_audit_says_preview(
 ) -> None:
     audit = tmp_path_factory.mktemp("preview_audit")
     base = Catalog.load(small_build.catalog_path)
-    sites = tuple(s.model_copy(update={"audit": str(audit / f"{s.id}.jsonl")}) for s in base)
+    sites = tuple(
+        s.model_copy(
+            update={
+                "audit": str(audit / f"{s.id}.jsonl"),
+                "policy": s.policy.model_copy(update={"analysis_tables": ("person",)}),
+            }
+        )
+        for s in base
+    )
     catalog = base.model_copy(update={"sites": sites})
     runner = InProcessRunner(requester="preview-test")
     fed = Federation.from_site_tables(catalog, "person", runner=runner)

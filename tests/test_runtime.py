@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +20,11 @@ from clinnova_explore.analysis.contract import (
     run,
 )
 from clinnova_explore.analysis.counts import COHORT_COUNTS
-from clinnova_explore.analysis.payload import Payload
+from clinnova_explore.analysis.payload import Payload, PayloadError
 from clinnova_explore.catalog import Catalog, DisclosurePolicy, Site
 from clinnova_explore.cohort import builtin_definition
 from clinnova_explore.federated import Federation, FederationError, SiteRuntime, TableSite
-from clinnova_explore.federated.audit import AuditLog, payload_hash, policy_version
+from clinnova_explore.federated.audit import AuditLog, parameters_hash, payload_hash, policy_version
 from clinnova_explore.federated.protocol import (
     SiteInfo,
     SiteRequest,
@@ -31,7 +33,13 @@ from clinnova_explore.federated.protocol import (
     TableRecipe,
 )
 from clinnova_explore.federated.runtime import request_parameters, runtime_for
-from clinnova_explore.federated.steps import CountSpec, CountStep, EventTableSpec, EventTableStep
+from clinnova_explore.federated.steps import (
+    CountSpec,
+    CountStep,
+    CoxStep,
+    EventTableSpec,
+    EventTableStep,
+)
 from clinnova_explore.pipeline import BuildResult
 
 OPEN = DisclosurePolicy(min_cell_count=1, min_cohort_size=1)
@@ -84,7 +92,16 @@ def catalog(small_build: BuildResult, tmp_path_factory: pytest.TempPathFactory) 
     """The small build's catalog with audit logs in a folder of this module's own."""
     audit = tmp_path_factory.mktemp("audit")
     base = Catalog.load(small_build.catalog_path)
-    sites = tuple(s.model_copy(update={"audit": str(audit / f"{s.id}.jsonl")}) for s in base)
+    shared = {"analysis_tables": ("person",)}  # the tests name `person` as an analysis table
+    sites = tuple(
+        s.model_copy(
+            update={
+                "audit": str(audit / f"{s.id}.jsonl"),
+                "policy": s.policy.model_copy(update=shared),
+            }
+        )
+        for s in base
+    )
     return base.model_copy(update={"sites": sites})
 
 
@@ -122,7 +139,7 @@ def test_release_refusal_and_preview_are_audited_with_payload_hashes(tmp_path: P
     assert entries[0]["policy"] == policy_version(OPEN)
     assert log.verify().ok and log.verify().entries == 3
     # the request's parameters are hashed, never written out
-    assert "g" not in str(entries[0]["parameters"])
+    assert entries[0]["parameters"] == parameters_hash(request_parameters(release))
     assert request_parameters(release)["spec"]["by"] == ["g"]
 
 
@@ -198,7 +215,9 @@ def test_remote_sites_build_their_table_and_apply_their_own_policy(catalog: Cata
     }
     left = km.summary["n_events"].sum() + km.summary["n_censored"].sum()
     dropped = [c for c in km.provenance.suppressed if "not released" in c]
-    assert left == sum(rows.values()) > 0 or dropped
+    total = sum(rows.values())
+    assert 0 < left <= total
+    assert (left == total) == (not dropped)  # only a withheld site/arm table loses persons
     assert {t.site for t in runner.traffic} == set(actual)
     with pytest.raises(FederationError, match="stay at the sites"):
         fed.pooled()
@@ -230,8 +249,8 @@ def test_allow_partial_equals_the_pooled_fit_of_the_other_sites(
     prov = fit.provenance
     assert prov.partial and prov.refused == {}
     assert prov.site_status["a"] == prov.site_status["b"] == "ok"
-    assert prov.site_status["c"].startswith("error: KeyError")
-    assert "site 'c'" in prov.site_status["c"]
+    # the status names the failure's type; the message (a builtin's) stays at the site
+    assert prov.site_status["c"] == "error: KeyError (details stay at the site)"
     logit = fed.logistic(outcome="e", covariates=["x"])
     assert logit.provenance.partial
     # statuses belong to each analysis: site c can count (it has ``g``)
@@ -296,17 +315,16 @@ def test_handle_never_raises_and_execute_does() -> None:
     runtime = SiteRuntime(TableSite("z", OPEN, frame(4).assign(site="z")))
     bad = SiteRequest("release", "ana", CountStep(), CountSpec(("nope",)))
     answer = runtime.handle(bad)
-    assert not answer.ok and answer.error.startswith("KeyError: ")
-    assert "\n" not in answer.error
+    assert not answer.ok and answer.error == "KeyError (details stay at the site)"
     with pytest.raises(KeyError):
         runtime.execute(bad)
     unknown = runtime.handle(
         SiteRequest("release", "ana", CountStep(), CountSpec(), transport="xml")
     )
-    assert unknown.error.startswith("ValueError: site 'z': unknown transport")
+    assert unknown.error == "ValueError (details stay at the site)"
 
 
-def test_the_guard_refuses_a_near_duplicate_and_a_preview_records_nothing(tmp_path: Path) -> None:
+def test_the_guard_refuses_a_near_duplicate_also_after_a_preview(tmp_path: Path) -> None:
     from clinnova_explore.federated.guard import DifferencingGuard
 
     policy = DisclosurePolicy(min_cell_count=5, min_cohort_size=10, differencing_guard=True)
@@ -320,18 +338,72 @@ def test_the_guard_refuses_a_near_duplicate_and_a_preview_records_nothing(tmp_pa
     def ask(runtime: SiteRuntime, kind: str) -> SiteResponse:
         return runtime.execute(SiteRequest(kind, "ana", CountStep(), CountSpec(("g",))))
 
+    # a preview counts as a release for the guard: otherwise its refusals would answer
+    # "is this person in the cohort?" as often as asked, without a trace in any release
     assert ask(everyone, "preview").preview.refused is None  # type: ignore[union-attr]
-    assert Payload.from_arrow(ask(minus_two, "release").data).refused is None
-    assert Payload.from_arrow(ask(everyone, "release").data).refused == "differencing"
-    assert ask(everyone, "preview").preview.refused == "differencing"  # type: ignore[union-attr]
-    assert Payload.from_arrow(ask(minus_two, "release").data).refused is None  # same cohort
+    assert Payload.from_arrow(ask(minus_two, "release").data).refused == "differencing"
+    assert ask(minus_two, "preview").preview.refused == "differencing"  # type: ignore[union-attr]
+    assert Payload.from_arrow(ask(everyone, "release").data).refused is None  # same cohort
     entries = log.entries()
     assert [(e["kind"], e["refused"]) for e in entries] == [
         ("preview", None),
-        ("release", None),
         ("release", "differencing"),
         ("preview", "differencing"),
         ("release", None),
     ]
     # the guard keeps person sets, never in the log: the log holds hashes and shapes only
     assert "person_id" not in (tmp_path / "a.jsonl").read_text()
+
+
+# ---------------------------------------------------------------------- what a request can do
+
+
+def test_a_site_error_keeps_data_values_at_the_site(tmp_path: Path) -> None:
+    rows = frame(1).assign(site="a", name="Jane Doe")
+    log = AuditLog(tmp_path / "a.jsonl", site="a")
+    runtime = SiteRuntime(TableSite("a", OPEN, rows), audit=log)
+    request = SiteRequest("release", "ana", CountStep(), CountSpec(("g",), "name"))
+    answer = runtime.handle(request)  # the count step casts `name` to integers and fails
+    assert not answer.ok and answer.error == "ValueError (details stay at the site)"
+    assert "Jane" not in answer.error
+    (entry,) = log.entries()  # the failure is in the site's log, as a refusal
+    assert (entry["refused"], entry["analysis"], entry["released"]) == ("error", "cohort", None)
+    # the package's own errors name columns and rules, and keep their message
+    missing = SiteRequest("release", "ana", CountStep(), CountSpec(("nope",)))
+    assert runtime.handle(missing).error.startswith("KeyError (details")  # a builtin: kept back
+    step = SiteRequest("release", "ana", CoxStep(name="cohort"), None)
+    error = runtime.handle(step).error
+    assert error.startswith("PayloadError: site 'a': a CoxStep step runs as 'cox', not 'cohort'")
+
+
+def test_a_renamed_step_cannot_pass_allowed_analyses() -> None:
+    only_counts = OPEN.model_copy(update={"allowed_analyses": ("cohort",)})
+    runtime = SiteRuntime(TableSite("a", only_counts, frame(1).assign(site="a")))
+    renamed = dataclasses.replace(EventTableStep(), name="cohort")
+    request = SiteRequest("release", "ana", renamed, EventTableSpec("t", "e", ("g",)))
+    with pytest.raises(PayloadError, match="EventTableStep step runs as 'survival', not 'cohort'"):
+        runtime.execute(request)
+    honest = SiteRequest("release", "ana", EventTableStep(), EventTableSpec("t", "e", ("g",)))
+    refused = Payload.from_arrow(runtime.execute(honest).data)
+    assert refused.refused == "allowed_analyses"
+
+
+def test_only_tables_the_site_shares_can_be_named(catalog: Catalog) -> None:
+    with Federation.from_site_tables(catalog, "death") as fed:  # not in analysis_tables
+        payloads = fed.collect(CountStep(), CountSpec(()))
+    assert {p.refused for p in payloads} == {"analysis_tables"}
+    assert all(not p.tables and not p.values for p in payloads)
+
+
+def test_a_site_keeps_one_table_per_recipe_down_to_the_last_bit() -> None:
+    from clinnova_explore.federated.runtime import _recipe_key
+    from clinnova_explore.federated.site_transforms import with_outcome
+
+    def recipe(values: list[float]) -> TableRecipe:
+        bound = functools.partial(with_outcome, event="event", outcome=np.array(values))
+        return TableRecipe("table", "tte", (("outcome", bound),))
+
+    assert _recipe_key(recipe([0.123456789])) == _recipe_key(recipe([0.123456789]))
+    assert _recipe_key(recipe([0.123456789])) != _recipe_key(recipe([0.1234568]))
+    long = [0.0] * 100
+    assert _recipe_key(recipe(long)) != _recipe_key(recipe([*long[:50], 1.0, *long[51:]]))

@@ -422,13 +422,14 @@ def suppress(
     return suppress_counts(df, columns, policy.min_cell_count, group_by=group_by)
 
 
-def suppressed_cells(payload: Payload) -> list[str]:
+def suppressed_cells(payload: Payload, *, numbers: bool = True) -> list[str]:
     """Readable labels of the rows a payload's tables flag in their ``suppressed`` column.
 
     A row is labelled by its key columns: text columns, and integer columns without a missing
     value anywhere in the table (such as a calendar year; a count column that was blanked has
     one). ``"basel: attrition rule=Aged 18-60"``; a table without such columns is labelled by
-    row position when it has more than one row (``"basel: counts"`` otherwise).
+    row position when it has more than one row (``"basel: counts"`` otherwise). With
+    ``numbers=False`` (a preview, which must not show a number) only text columns label.
     """
     out = []
     for name, df in payload.tables.items():
@@ -440,7 +441,11 @@ def suppressed_cells(payload: Payload) -> list[str]:
             if c != "suppressed"
             and (
                 dtype_tag(df[c]) in ("object:str", "string[python]", "string[pyarrow]")
-                or (pd.api.types.is_integer_dtype(df[c].dtype) and not df[c].isna().any())
+                or (
+                    numbers
+                    and pd.api.types.is_integer_dtype(df[c].dtype)
+                    and not df[c].isna().any()
+                )
             )
         ]
         for i in df.index[df["suppressed"].fillna(False).astype(bool)]:

@@ -29,6 +29,7 @@ from clinnova_explore.federated.protocol import (
     SiteResponse,
     SiteState,
     SiteStatus,
+    error_text,
 )
 
 if TYPE_CHECKING:
@@ -189,17 +190,12 @@ class InProcessRunner:
             except Exception as exc:
                 if strict:
                     raise
-                out[site_id] = SiteStatus(site_id, "error", _error(exc), _since(start))
+                out[site_id] = SiteStatus(site_id, "error", error_text(exc), _since(start))
                 continue
             answer = runtime.execute(request) if strict else runtime.handle(request)
             record_traffic(self.traffic, site_id, request, answer)
             out[site_id] = answer
         return out
-
-
-def _error(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _since(start: float) -> float:
@@ -269,7 +265,7 @@ def read_answers(
     payloads: list[Payload] = []
     previews: list[SitePreview] = []
     statuses: dict[str, SiteStatus] = {}
-    for site_id, (source, request) in requests.items():
+    for site_id, (_source, request) in requests.items():
         answer = answers.get(site_id, SiteStatus(site_id, "down", "no answer"))
         if isinstance(answer, SiteStatus):
             statuses[site_id] = answer
@@ -285,13 +281,15 @@ def read_answers(
                 rule = answer.preview.refused
             else:
                 payload = receive(answer.data, transport, site=site_id, analysis=analysis.name)
-                validate(payload, analysis, getattr(source, "policy", None))
+                # the schema only: the site applied its own policy, which may differ from
+                # the one this side's catalog believes it has
+                validate(payload, analysis, None)
                 payloads.append(payload)
                 rule = payload.refused
         except PayloadError as exc:
             if strict:
                 raise
-            statuses[site_id] = SiteStatus(site_id, "error", _error(exc))
+            statuses[site_id] = SiteStatus(site_id, "error", error_text(exc))
             continue
         state: SiteState = "ok" if rule is None else "refused"
         statuses[site_id] = SiteStatus(site_id, state, rule or "")

@@ -74,6 +74,9 @@ def strictest(policies: Iterable[DisclosurePolicy]) -> DisclosurePolicy:
         allow_quantiles=all(p.allow_quantiles for p in ps),
         allowed_analyses=tuple(allowed),
         differencing_guard=any(p.differencing_guard for p in ps),
+        analysis_tables=tuple(
+            t for t in ps[0].analysis_tables if all(t in p.analysis_tables for p in ps)
+        ),
     )
 
 

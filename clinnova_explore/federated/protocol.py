@@ -26,6 +26,7 @@ __all__ = [
     "SiteState",
     "SiteStatus",
     "TableRecipe",
+    "error_text",
 ]
 
 RequestKind = Literal["release", "preview", "status", "forget"]
@@ -168,3 +169,23 @@ class SiteStatus:
 
     def __str__(self) -> str:
         return self.state if not self.detail else f"{self.state}: {self.detail}"
+
+
+def error_text(exc: BaseException) -> str:
+    """What a site tells the coordinator about a failure.
+
+    The exception's type, plus the first line of its message only when the exception is this
+    package's own: those messages name sites, tables, columns and rules, never data values.
+    Anything else (a pandas cast error quotes the cell it failed on) keeps its message at the
+    site, which logs it in full.
+
+    Examples
+    --------
+    >>> error_text(ValueError("invalid literal for int(): 'Jane Doe'"))
+    'ValueError (details stay at the site)'
+    """
+    name = type(exc).__name__
+    lines = str(exc).strip().splitlines()
+    if type(exc).__module__.startswith("clinnova_explore") and lines:
+        return f"{name}: {lines[0]}"
+    return f"{name} (details stay at the site)"

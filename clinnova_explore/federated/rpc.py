@@ -39,7 +39,7 @@ from multiprocessing.connection import (
 )
 from typing import Any, ClassVar, cast
 
-from clinnova_explore.federated.protocol import SiteRequest, SiteResponse
+from clinnova_explore.federated.protocol import SiteRequest, SiteResponse, error_text
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -366,11 +366,6 @@ def request_message(request: SiteRequest) -> bytes:
     return dumps((request.kind, dumps(request)))
 
 
-def _error_text(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
 def _answer(raw: bytes, handle: Handle, site_id: str, lock: threading.Lock) -> bytes:
     """The encoded response to one raw request (never raises)."""
     kind: Any = "release"
@@ -388,17 +383,17 @@ def _answer(raw: bytes, handle: Handle, site_id: str, lock: threading.Lock) -> b
         if not isinstance(request, SiteRequest):
             raise RpcError(f"expected a SiteRequest, received {type(request).__name__}")
     except RpcError as exc:
-        text = f"site {site_id!r} refused to read the request: {_error_text(exc)}"
+        text = f"site {site_id!r} refused to read the request: {error_text(exc)}"
         return dumps(SiteResponse(site_id, kind, ok=False, error=f"RequestRejected: {text}"))
     with lock:
         try:
             response = handle(request)
         except Exception as exc:
-            response = SiteResponse(site_id, request.kind, ok=False, error=_error_text(exc))
+            response = SiteResponse(site_id, request.kind, ok=False, error=error_text(exc))
     try:
         return dumps(response)
     except RpcError as exc:
-        error = f"the site's answer cannot be sent: {_error_text(exc)}"
+        error = f"the site's answer cannot be sent: {error_text(exc)}"
         return dumps(SiteResponse(site_id, request.kind, ok=False, error=f"RpcError: {error}"))
 
 

@@ -30,7 +30,9 @@ import contextlib
 import dataclasses
 import enum
 import functools
+import hashlib
 import json
+import logging
 import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -38,11 +40,12 @@ from typing import TYPE_CHECKING, Any
 
 import ibis
 import ibis.expr.types as ir
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
 from clinnova_explore.analysis.contract import TRANSPORTS, refuse, release, suppressed_cells
-from clinnova_explore.analysis.payload import Payload
+from clinnova_explore.analysis.payload import Payload, PayloadError
 from clinnova_explore.analysis.result import library_version
 from clinnova_explore.federated.audit import AuditLog, policy_version
 from clinnova_explore.federated.protocol import (
@@ -51,6 +54,7 @@ from clinnova_explore.federated.protocol import (
     SiteRequest,
     SiteResponse,
     TableRecipe,
+    error_text,
 )
 from clinnova_explore.federated.table_site import SITE_COLUMN, TableSite
 
@@ -60,11 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SiteRuntime", "error_text", "request_parameters", "runtime_for", "validate"]
 
-
-def error_text(exc: BaseException) -> str:
-    """``"<ExceptionType>: <first line of the message>"`` (what a site sends back)."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+_LOG = logging.getLogger("clinnova_explore.site")
 
 
 def _jsonable(value: Any) -> Any:
@@ -91,9 +91,22 @@ def _jsonable(value: Any) -> Any:
         }
     if callable(value):
         return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', value)}"
-    if hasattr(value, "item"):  # numpy scalars
-        with contextlib.suppress(Exception):
-            return _jsonable(value.item())
+    if isinstance(value, np.ndarray):  # every byte counts (a repr rounds and elides)
+        data = np.ascontiguousarray(value)
+        digest = hashlib.sha256(
+            data.tobytes() if data.dtype != object else repr(data.tolist()).encode()
+        )
+        return {"ndarray": str(data.dtype), "shape": list(data.shape), "sha256": digest.hexdigest()}
+    if isinstance(value, pd.DataFrame | pd.Series | pd.Index):
+        hashed = pd.util.hash_pandas_object(value, index=True).to_numpy()
+        names = list(value.columns) if isinstance(value, pd.DataFrame) else [value.name]
+        return {
+            "pandas": type(value).__name__,
+            "names": _jsonable(names),
+            "rows": _jsonable(hashed),
+        }
+    if isinstance(value, np.generic):  # numpy scalars
+        return _jsonable(value.item())
     return repr(value)
 
 
@@ -118,7 +131,12 @@ def _function_key(fn: Any) -> Any:
 
 
 def _recipe_key(recipe: TableRecipe) -> Any:
-    """A cache key equal for equal recipes, also when they arrive unpickled in new objects."""
+    """A cache key equal for equal recipes, also when they arrive unpickled in new objects.
+
+    Arrays and frames bound into a transform count with every byte, so two models whose
+    coefficients differ in the last digit never share a table; a local function (in process
+    only) counts by its identity.
+    """
     spec = json.dumps(_jsonable(recipe.spec), sort_keys=True)
     steps = tuple((label, _function_key(fn)) for label, fn in recipe.transforms)
     return (recipe.kind, spec, steps)
@@ -149,6 +167,33 @@ def validate(payload: Payload, analysis: Any, policy: DisclosurePolicy | None) -
     schemas = _import_schemas()
     if schemas is not None:
         schemas.validate_payload(payload, analysis, policy)
+
+
+def declared_names(analysis: Any) -> tuple[str, ...]:
+    """The analysis names a local step's class may run under (``policy.allowed_analyses``).
+
+    A class's own ``ANALYSIS_NAMES``, else the default of its ``name`` field or attribute; a
+    request that renames a step (e.g. a Cox step called ``"cohort"``) must not slip past a
+    site that allows only the other name.
+    """
+    cls = type(analysis)
+    names = getattr(cls, "ANALYSIS_NAMES", None)
+    if names:
+        return tuple(names)
+    field_ = getattr(cls, "__dataclass_fields__", {}).get("name")
+    if field_ is not None and isinstance(field_.default, str):
+        return (field_.default,)
+    default = getattr(cls, "name", None)
+    return (default,) if isinstance(default, str) else ()
+
+
+def _check_name(site_id: str, analysis: Any) -> None:
+    name, names = getattr(analysis, "name", None), declared_names(analysis)
+    if names and name not in names:
+        raise PayloadError(
+            f"site {site_id!r}: a {type(analysis).__name__} step runs as "
+            f"{' or '.join(repr(n) for n in names)}, not {name!r}; the request is refused"
+        )
 
 
 class SiteRuntime:
@@ -242,6 +287,10 @@ class SiteRuntime:
         try:
             return self.execute(request)
         except Exception as exc:
+            _LOG.warning("site %s: %s request failed", self.id, request.kind, exc_info=exc)
+            if request.kind in ("release", "preview") and request.analysis is not None:
+                with contextlib.suppress(Exception):  # a broken log must not hide the error
+                    self.log_rejection(request, "error", f"{type(exc).__name__}: {exc}")
             return SiteResponse(self.id, request.kind, ok=False, error=error_text(exc))
 
     def execute(self, request: SiteRequest) -> SiteResponse:
@@ -256,12 +305,20 @@ class SiteRuntime:
         if request.analysis is None:
             raise ValueError(f"site {self.id!r}: a {request.kind} request needs an analysis")
         payload, data, persons = self._payload(request)
+        if payload.refused is None and persons is not None and self.guard is not None:
+            # a preview counts too: its refusals would otherwise answer membership questions
+            self.guard.record(persons)
         if request.kind == "preview":
             self._log(request, payload, kind="preview")
-            return SiteResponse(self.id, "preview", preview=site_preview(payload, len(data)))
+            # the size as Arrow (fixed-width numbers), whichever transport was asked for: a
+            # JSON size would tell how many digits the numbers have
+            size = (
+                len(data)
+                if request.transport == "arrow"
+                else len(TRANSPORTS["arrow"].encode(payload))
+            )
+            return SiteResponse(self.id, "preview", preview=site_preview(payload, size))
         self._log(request, payload, kind="release")
-        if payload.refused is None and persons is not None and self.guard is not None:
-            self.guard.record(persons)
         return SiteResponse(self.id, "release", data=data)
 
     def _payload(self, request: SiteRequest) -> tuple[Payload, bytes, Any]:
@@ -272,7 +329,13 @@ class SiteRuntime:
                 f"use one of {', '.join(TRANSPORTS)}"
             )
         analysis, spec = request.analysis, request.spec
-        site = self.site_for(request.recipe)
+        _check_name(self.id, analysis)
+        recipe = request.recipe
+        shared = self.policy.analysis_tables
+        if recipe is not None and recipe.kind == "table" and recipe.spec not in shared:
+            payload = refuse(self.id, analysis, "analysis_tables")  # a table it does not share
+            return payload, TRANSPORTS[request.transport].encode(payload), None
+        site = self.site_for(recipe)
         policy = self.policy
         payload, persons = release(analysis, spec, site), None
         if payload.refused is None:  # a refusal releases nothing: no cohort to compare
@@ -391,7 +454,7 @@ def site_preview(payload: Payload, nbytes: int) -> SitePreview:
         shapes=dict(payload.shapes()),
         columns={name: tuple(str(c) for c in df.columns) for name, df in payload.tables.items()},
         values=tuple(sorted(payload.values)),
-        suppressed=tuple(suppressed_cells(payload)),
+        suppressed=tuple(suppressed_cells(payload, numbers=False)),
         nbytes=nbytes,
     )
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from clinnova_explore.federated import rpc
 from clinnova_explore.federated.protocol import SiteRequest, SiteResponse
-from clinnova_explore.federated.runtime import SiteRuntime, error_text
+from clinnova_explore.federated.runtime import SiteRuntime
 from clinnova_explore.federated.site_transforms import is_site_transform
 
 __all__ = ["Address", "Server", "serve_site", "site_process"]
@@ -149,7 +149,11 @@ def site_process(
     try:
         server(catalog_path, site_id, host=host, port=0, authkey=authkey, ready=ready, lock=lock)
     except BaseException as exc:
+        # starting touches the catalog and the connection, no patient data: the whole first
+        # line goes to the coordinator that started this process, so it can say what to fix
+        lines = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
         try:
-            control.send(("failed", error_text(exc)))
+            control.send(("failed", reason))
         finally:
             os._exit(1)

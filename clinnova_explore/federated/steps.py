@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -138,6 +138,7 @@ class DesignSpec:
 class DesignStep:
     """Rows, events and categorical levels of a site (analysis ``"cox"`` or ``"logistic"``)."""
 
+    ANALYSIS_NAMES: ClassVar[tuple[str, ...]] = ("cox", "logistic")
     name: str
 
     def local(self, site: TableSite, spec: DesignSpec) -> Payload:
