@@ -24,11 +24,9 @@ on the concatenated rows) to rounding error.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
-import ibis
 import ibis.expr.types as ir
 import pandas as pd
 
@@ -48,18 +46,24 @@ from clinnova_explore.analysis.logistic import LogisticResult
 from clinnova_explore.analysis.payload import Payload
 from clinnova_explore.analysis.pooled import strictest
 from clinnova_explore.analysis.result import Mode, Provenance
-from clinnova_explore.analysis.survival.km import KaplanMeierResult, kaplan_meier_from_event_table
-from clinnova_explore.analysis.survival.logrank import LogrankResult, logrank_from_event_table
+from clinnova_explore.analysis.survival.km import KaplanMeierResult
+from clinnova_explore.analysis.survival.logrank import LogrankResult
 from clinnova_explore.catalog import DisclosurePolicy
 from clinnova_explore.federated.protocol import (
     SiteInfo,
     SiteRequest,
-    SiteResponse,
     SiteStatus,
     TableRecipe,
 )
-from clinnova_explore.federated.steps import CountSpec, CountStep, EventTableSpec, EventTableStep
-from clinnova_explore.federated.table_site import SITE_COLUMN, SiteAnalysis, TableSite, Transform
+from clinnova_explore.federated.status import ask_status
+from clinnova_explore.federated.table_site import (
+    SITE_COLUMN,
+    SiteAnalysis,
+    TableSite,
+    Transform,
+    recipe_sites,
+    sites_from_tables,
+)
 
 if TYPE_CHECKING:
     from clinnova_explore.analysis.survival.cox import CoxResult
@@ -75,11 +79,6 @@ UNAVAILABLE = "site_unavailable"
 """Stands in for the payload of a site that did not answer (``allow_partial``): analyses
 leave it out like a refusal, and a model fit stops if it happens between Newton rounds."""
 SpecT = TypeVar("SpecT")
-
-
-def _with_provenance(result: Any, provenance: Provenance) -> Any:
-    names = {f.name for f in dataclasses.fields(result)}
-    return dataclasses.replace(result, provenance=provenance) if "provenance" in names else result
 
 
 class Federation:
@@ -222,22 +221,10 @@ class Federation:
         >>> fed.kaplan_meier(duration="t", event="e").summary["survival"].round(3).tolist()
         [0.8, 0.6, 0.3, 0.0]
         """
-        sites = []
-        for site_id, data in tables.items():
-            if isinstance(policy, Mapping):
-                if site_id not in policy:
-                    raise FederationError(
-                        f"no policy for site {site_id!r}; policies given for {sorted(policy)}"
-                    )
-                site_policy = policy[site_id]
-            else:
-                site_policy = policy if policy is not None else DisclosurePolicy()
-            if SITE_COLUMN not in data.columns:
-                if isinstance(data, ir.Table):
-                    data = data.mutate(**{SITE_COLUMN: ibis.literal(site_id)})
-                else:
-                    data = data.assign(**{SITE_COLUMN: site_id})
-            sites.append(TableSite(site_id, site_policy, data))
+        try:
+            sites = sites_from_tables(tables, policy)
+        except ValueError as exc:
+            raise FederationError(str(exc)) from None
         return cls(sites, transport=transport, runner=runner, on_failure=on_failure)
 
     @classmethod
@@ -257,21 +244,11 @@ class Federation:
         (models). With a remote runner (``runner.remote``) this process holds no rows and
         opens no connection: each site builds its table from the recipe it is sent.
         """
-        from clinnova_explore.analysis.survival.tte import spec_hash, time_to_event
+        from clinnova_explore.analysis.survival.tte import spec_hash
 
         catalog_path = getattr(sites, "path", None)
         recipe = TableRecipe("time_to_event", spec)
-        remote = bool(getattr(runner, "remote", False))
-        members = [
-            TableSite(
-                s.id,
-                s.policy,
-                None if remote else time_to_event(s, spec),
-                recipe=recipe,
-                origin=s,
-            )
-            for s in sites
-        ]
+        members = recipe_sites(sites, recipe, remote=bool(getattr(runner, "remote", False)))
         hashes = {**spec.definition_hashes(), "time_to_event": spec_hash(spec)}
         return cls(
             members,
@@ -298,15 +275,7 @@ class Federation:
         remote runner only the table's name leaves this process; each site opens it itself.
         """
         recipe = TableRecipe("table", table)
-        remote = bool(getattr(runner, "remote", False))
-        members = []
-        for s in catalog:
-            data: ir.Table | None = None
-            if not remote:
-                data = s.connect().table(table)
-                if SITE_COLUMN not in data.columns:
-                    data = data.mutate(**{SITE_COLUMN: ibis.literal(s.id)})
-            members.append(TableSite(s.id, s.policy, data, recipe=recipe, origin=s))
+        members = recipe_sites(catalog, recipe, remote=bool(getattr(runner, "remote", False)))
         catalog_path = getattr(catalog, "path", None)
         return cls(
             members,
@@ -416,45 +385,12 @@ class Federation:
             partial=any(p.refused == UNAVAILABLE for ps in rounds for p in ps),
         )
 
-    def _event_table(self, spec: EventTableSpec) -> tuple[pd.DataFrame, Provenance]:
-        step = EventTableStep()
-        payloads = self.collect(step, spec)
-        answered = [p for p in payloads if p.refused is None]
-        if not answered:
-            rules = {p.site: p.refused for p in payloads}
-            raise FederationError(f"every site refused the survival analysis: {rules}")
-        notes = []
-        for p in answered:
-            merged = int(p.values.get("merged_bins") or 0)
-            if merged:
-                notes.append(
-                    f"{p.site}: {merged} event-table time(s) merged into later ones "
-                    "(min_cell_count)"
-                )
-            dropped = str(p.values.get("dropped_cells") or "")
-            if dropped:
-                notes.append(f"{p.site}: event table not released for {dropped} (min_cell_count)")
-        prov = self.provenance(step.name, [payloads], notes)
-        return step.combine(payloads, spec, prov), prov
-
     # ------------------------------------------------------------------ governance
 
     def status(self) -> list[SiteInfo | SiteStatus]:
         """Each site's :class:`SiteInfo` (engine, versions, policy, audit state), in site
         order; a site that does not answer is its :class:`SiteStatus` instead."""
-        requester = getattr(self.runner, "requester", None) or default_requester()
-        requests = {s.id: (s, SiteRequest("status", requester)) for s in self.sites}
-        answers = self.runner.exchange(requests, strict=False)
-        out: list[SiteInfo | SiteStatus] = []
-        for s in self.sites:
-            answer = answers.get(s.id, SiteStatus(s.id, "down", "no answer"))
-            if isinstance(answer, SiteResponse):
-                if answer.ok and answer.info is not None:
-                    out.append(answer.info)
-                    continue
-                answer = SiteStatus(s.id, "error", answer.error or "no status")
-            out.append(answer)
-        return out
+        return ask_status(self.runner, self.sites)
 
     def preview(self, method: str, **kwargs: Any) -> Preview:
         """What each site would release for ``method`` (nothing is released).
@@ -496,22 +432,25 @@ class Federation:
         :mod:`~clinnova_explore.federated.bins`); refused sites are left out and named in
         the result's provenance.
         """
-        spec = EventTableSpec(duration, event, () if group is None else (group,), weights)
-        table, prov = self._event_table(spec)
-        summary = kaplan_meier_from_event_table(
-            table, group=group, conf_type=conf_type, alpha=alpha
+        from clinnova_explore.federated.event_tables import federated_kaplan_meier
+
+        return federated_kaplan_meier(
+            self,
+            duration=duration,
+            event=event,
+            group=group,
+            conf_type=conf_type,
+            alpha=alpha,
+            weights=weights,
         )
-        result = KaplanMeierResult(summary=summary, conf_type=conf_type, alpha=alpha, group=group)
-        return _with_provenance(result, prov)
 
     def logrank(
         self, *, duration: str, event: str, group: str, strata: str | None = None
     ) -> LogrankResult:
         """(Stratified) log-rank test from the sites' released event tables."""
-        by = (group,) if strata is None else (strata, group)
-        table, prov = self._event_table(EventTableSpec(duration, event, by))
-        result = logrank_from_event_table(table, group=group, strata=strata)
-        return _with_provenance(result, prov)
+        from clinnova_explore.federated.event_tables import federated_logrank
+
+        return federated_logrank(self, duration=duration, event=event, group=group, strata=strata)
 
     def cox(
         self,
@@ -586,10 +525,6 @@ class Federation:
             site; counts in ``(0, min_cell_count)`` (and one complementary cell per site)
             are ``<NA>``. ``.attrs["provenance"]`` holds the provenance as a dict.
         """
-        spec = CountSpec((by,) if isinstance(by, str) else tuple(by), event)
-        step = CountStep()
-        payloads = self.collect(step, spec)
-        prov = self.provenance(step.name, [payloads])
-        out = step.combine(payloads, spec, prov)
-        out.attrs["provenance"] = prov.to_dict()
-        return out
+        from clinnova_explore.federated.event_tables import federated_count
+
+        return federated_count(self, by=by, event=event)

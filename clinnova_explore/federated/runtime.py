@@ -38,8 +38,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import ibis
-import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
@@ -56,7 +54,7 @@ from clinnova_explore.federated.protocol import (
     TableRecipe,
     error_text,
 )
-from clinnova_explore.federated.table_site import SITE_COLUMN, TableSite
+from clinnova_explore.federated.table_site import TableSite, recipe_rows
 
 if TYPE_CHECKING:
     from clinnova_explore.catalog import DisclosurePolicy
@@ -248,26 +246,7 @@ class SiteRuntime:
         return self._tables[key]
 
     def _build(self, recipe: TableRecipe) -> TableSite:
-        source = self.source
-        data: pd.DataFrame | ir.Table
-        if recipe.kind == "time_to_event":
-            from clinnova_explore.analysis.survival.tte import time_to_event
-
-            data = time_to_event(source, recipe.spec)
-        elif recipe.kind == "table":
-            if not isinstance(recipe.spec, str):
-                raise TypeError(
-                    f"site {self.id!r}: a 'table' recipe names a table (str), "
-                    f"not {type(recipe.spec).__name__}"
-                )
-            data = source.connect().table(recipe.spec)
-        else:
-            raise ValueError(
-                f"site {self.id!r}: unknown recipe kind {recipe.kind!r} "
-                "(use 'time_to_event' or 'table')"
-            )
-        if SITE_COLUMN not in data.columns:
-            data = data.mutate(**{SITE_COLUMN: ibis.literal(self.id)})
+        data = recipe_rows(self.source, recipe)
         return TableSite(self.id, self.policy, data, tuple(recipe.transforms))
 
     def forget(self, recipe: TableRecipe | None) -> None:

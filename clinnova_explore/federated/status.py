@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
-from clinnova_explore.federated.protocol import SiteInfo, SiteStatus
+from clinnova_explore.federated.protocol import SiteInfo, SiteRequest, SiteResponse, SiteStatus
 
-__all__ = ["STATUS_COLUMNS", "info_row", "status_frame"]
+__all__ = ["STATUS_COLUMNS", "ask_status", "info_row", "status_frame"]
 
 STATUS_COLUMNS = [
     "site",
@@ -64,3 +65,24 @@ def status_frame(answers: Sequence[SiteInfo | SiteStatus]) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=STATUS_COLUMNS)
     out["audit_entries"] = out["audit_entries"].astype("Int64")
     return out.fillna({c: "" for c in STATUS_COLUMNS if c != "audit_entries"})
+
+
+def ask_status(runner: Any, sites: Sequence[Any]) -> list[SiteInfo | SiteStatus]:
+    """Each site's :class:`SiteInfo`, in order; a site that does not answer (or cannot say)
+    is its :class:`SiteStatus` instead. ``runner`` follows the contract's ``Runner``."""
+    from clinnova_explore.analysis.exchange import default_requester
+
+    requester = getattr(runner, "requester", None) or default_requester()
+    answers = runner.exchange(
+        {s.id: (s, SiteRequest("status", requester)) for s in sites}, strict=False
+    )
+    out: list[SiteInfo | SiteStatus] = []
+    for s in sites:
+        answer = answers.get(s.id, SiteStatus(s.id, "down", "no answer"))
+        if isinstance(answer, SiteResponse):
+            if answer.ok and answer.info is not None:
+                out.append(answer.info)
+                continue
+            answer = SiteStatus(s.id, "error", answer.error or "no status")
+        out.append(answer)
+    return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -273,3 +273,78 @@ class SiteAnalysis(Protocol[SpecT]):
     def combine(self, payloads: Sequence[Payload], spec: SpecT, provenance: Provenance) -> Any:
         """Combine decoded payloads."""
         ...
+
+
+# ---------------------------------------------------------------------- building sites
+
+
+def recipe_rows(source: Any, recipe: TableRecipe) -> ir.Table:
+    """The rows ``recipe`` names, as a lazy table of ``source``'s own database.
+
+    ``"time_to_event"``: :func:`~clinnova_explore.analysis.survival.tte.time_to_event` of the
+    recipe's spec; ``"table"``: the named table. A ``site`` column holding the source's id is
+    added when the rows have none. The recipe's transforms are not applied here (a
+    :class:`TableSite` applies them).
+    """
+    site_id = str(source.id)
+    data: ir.Table
+    if recipe.kind == "time_to_event":
+        from clinnova_explore.analysis.survival.tte import time_to_event
+
+        data = time_to_event(source, recipe.spec)
+    elif recipe.kind == "table":
+        if not isinstance(recipe.spec, str):
+            raise TypeError(
+                f"site {site_id!r}: a 'table' recipe names a table (str), "
+                f"not {type(recipe.spec).__name__}"
+            )
+        data = source.connect().table(recipe.spec)
+    else:
+        raise ValueError(
+            f"site {site_id!r}: unknown recipe kind {recipe.kind!r} "
+            "(use 'time_to_event' or 'table')"
+        )
+    if SITE_COLUMN not in data.columns:
+        data = data.mutate(**{SITE_COLUMN: ibis.literal(site_id)})
+    return data
+
+
+def recipe_sites(sources: Iterable[Any], recipe: TableRecipe, *, remote: bool) -> list[TableSite]:
+    """One :class:`TableSite` per catalog site for ``recipe``: with its lazy rows in process,
+    or holding no rows at all when a remote runner's sites build them (``remote``)."""
+    return [
+        TableSite(
+            s.id, s.policy, None if remote else recipe_rows(s, recipe), recipe=recipe, origin=s
+        )
+        for s in sources
+    ]
+
+
+def sites_from_tables(
+    tables: Mapping[str, pd.DataFrame | ir.Table],
+    policy: DisclosurePolicy | Mapping[str, DisclosurePolicy] | None,
+) -> list[TableSite]:
+    """One :class:`TableSite` per ``{site id: rows}`` (a ``site`` column added if missing).
+
+    Raises
+    ------
+    ValueError
+        ``policy`` is a mapping without an entry for some site.
+    """
+    sites = []
+    for site_id, data in tables.items():
+        if isinstance(policy, Mapping):
+            if site_id not in policy:
+                raise ValueError(
+                    f"no policy for site {site_id!r}; policies given for {sorted(policy)}"
+                )
+            site_policy = policy[site_id]
+        else:
+            site_policy = policy if policy is not None else DisclosurePolicy()
+        if SITE_COLUMN not in data.columns:
+            if isinstance(data, ir.Table):
+                data = data.mutate(**{SITE_COLUMN: ibis.literal(site_id)})
+            else:
+                data = data.assign(**{SITE_COLUMN: site_id})
+        sites.append(TableSite(site_id, site_policy, data))
+    return sites
