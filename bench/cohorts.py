@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from proc_memory import memory_mib  # bench/ is on sys.path
 from synth_cdm import DEFAULT_PERSONS, DEFAULT_SEED, ensure_cdm  # bench/ is on sys.path
 
 from clinnova_explore.cdm import concepts as c
@@ -243,23 +244,10 @@ ENGINES: dict[str, Callable[[str], dict[str, Task]]] = {
 }
 
 
-def _memory_mib(field: str) -> float:
-    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of this process, in MiB.
-
-    ``VmHWM`` starts afresh at exec; ``getrusage().ru_maxrss`` would carry over the parent's
-    resident size at fork time into the spawned child.
-    """
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _child(engine: str, path: str, repeat: int, q: mp.Queue) -> None:
     try:
         tasks = ENGINES[engine](path)
-        base = _memory_mib("VmRSS")
+        base = memory_mib("VmRSS")
         timings: dict[str, tuple[float, float, float]] = {}
         outputs: dict[str, Any] = {}
         for name, task in tasks.items():
@@ -273,7 +261,7 @@ def _child(engine: str, path: str, repeat: int, q: mp.Queue) -> None:
                 wall = min(wall, time.perf_counter() - t0)
                 cpu = min(cpu, time.process_time() - c0)
             timings[name] = (cold, wall, cpu)
-        peak = _memory_mib("VmHWM")
+        peak = memory_mib("VmHWM")
         outputs.pop("load", None)
         outputs.pop("compile", None)
         q.put({"timings": timings, "outputs": outputs, "base": base, "peak": peak})

@@ -64,6 +64,7 @@ from federated_data import (  # bench/ is on sys.path
     ensure_sites,
     write_catalog,
 )
+from proc_memory import memory_mib  # bench/ is on sys.path
 
 QUICK_PERSONS = 100_000
 ENGINES = ("process", "in-process", "lifelines")
@@ -78,18 +79,6 @@ POLICIES: dict[str, dict[str, object] | None] = {
 SHOWN = ("min_cell_count", "min_cohort_size", "km_time_bin_days", "km_min_events_per_bin")
 COX_TOLERANCE = 1e-6  # largest |d coef| between federated and lifelines that passes
 KM_EXACT = 1e-9  # largest |d survival| (and bands) that passes under the exact policy
-
-
-def _memory_mib(field: str, pid: int | str = "self") -> float:
-    """``VmRSS`` or ``VmHWM`` (peak resident) of a process, in MiB (NaN if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith(f"{field}:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 def _timed(fn: Any) -> tuple[float, Any]:
@@ -122,7 +111,7 @@ def _federated(catalog_path: str, options: dict[str, Any], *, process: bool) -> 
     from clinnova_explore.catalog import Catalog
     from clinnova_explore.federated.federation import Federation  # noqa: F401 (imported, untimed)
 
-    out: dict[str, Any] = {"base": _memory_mib("VmRSS"), "km": [], "cox": []}
+    out: dict[str, Any] = {"base": memory_mib("VmRSS"), "km": [], "cox": []}
     catalog = Catalog.load(catalog_path)
     runner = None
     if process:
@@ -163,7 +152,7 @@ def _federated(catalog_path: str, options: dict[str, Any], *, process: bool) -> 
                     "iterations": int(cox.iterations),
                 }
         if runner is not None:
-            out["site_peak"] = {s: _memory_mib("VmHWM", pid) for s, pid in runner.pids.items()}
+            out["site_peak"] = {s: memory_mib("VmHWM", pid) for s, pid in runner.pids.items()}
     finally:
         t0 = time.perf_counter()
         if fed is not None:
@@ -182,7 +171,7 @@ def _lifelines(catalog_path: str, options: dict[str, Any]) -> dict[str, Any]:
 
     from clinnova_explore.catalog import Catalog
 
-    out: dict[str, Any] = {"base": _memory_mib("VmRSS"), "km": [], "cox": []}
+    out: dict[str, Any] = {"base": memory_mib("VmRSS"), "km": [], "cox": []}
     catalog = Catalog.load(catalog_path)
     columns = ", ".join([*COVARIATES, DURATION, EVENT])
 
@@ -230,7 +219,7 @@ def _child(engine: str, catalog_path: str, options: dict[str, Any], q: mp.Queue)
             res = _lifelines(catalog_path, options)
         else:
             res = _federated(catalog_path, options, process=engine == "process")
-        res["peak"] = _memory_mib("VmHWM")
+        res["peak"] = memory_mib("VmHWM")
         q.put(res)
     except BaseException as err:  # report any failure to the parent, then re-raise
         q.put({"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()})

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from proc_memory import memory_mib  # bench/ is on sys.path
 from survival_data import (  # bench/ is on sys.path
     COVARIATES,
     COX_ROWS,
@@ -188,23 +189,10 @@ ENGINES: dict[str, Callable[[str, dict[str, Any]], Case]] = {
 }
 
 
-def _memory_mib(field: str) -> float:
-    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of this process, in MiB.
-
-    ``VmHWM`` starts afresh at exec; ``getrusage().ru_maxrss`` would carry over the parent's
-    resident size at fork time into the spawned child.
-    """
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _child(engine: str, path: str, options: dict[str, Any], repeat: int, q: mp.Queue) -> None:
     try:
         case = ENGINES[engine](path, options)
-        base = _memory_mib("VmRSS")
+        base = memory_mib("VmRSS")
         runs: list[tuple[float, float, float]] = []  # (load wall, fit wall, cpu)
         result = None
         for i in range(repeat):
@@ -217,7 +205,7 @@ def _child(engine: str, path: str, options: dict[str, Any], repeat: int, q: mp.Q
             runs.append((t1 - t0, t2 - t1, time.process_time() - c0))
             if i == 0:
                 result = case.result(out)
-        q.put({"runs": runs, "result": result, "base": base, "peak": _memory_mib("VmHWM")})
+        q.put({"runs": runs, "result": result, "base": base, "peak": memory_mib("VmHWM")})
     except BaseException as err:  # report any failure to the parent, then re-raise
         q.put({"error": f"{type(err).__name__}: {err}"})
         raise

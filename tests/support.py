@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from clinnova_explore.cdm.to_postgres import server_bin
+from clinnova_explore.cdm.pg_cluster import (
+    ClusterError,
+    free_port,
+    init_cluster,
+    server_bin,
+    start_cluster,
+    stop_cluster,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -47,13 +53,6 @@ def need(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def throwaway_postgres() -> Iterator[str]:
     """Start a private PostgreSQL cluster on a free loopback port; yield its URL.
@@ -64,54 +63,17 @@ def throwaway_postgres() -> Iterator[str]:
     bindir = server_bin()
     need(bindir is not None, "PostgreSQL server binaries (initdb) not installed")
     assert bindir is not None
-    port = free_port()
-    root = Path(tempfile.mkdtemp(prefix="clx-pg-"))
-    data, sock, log = root / "data", root / "sock", root / "log"
-    sock.mkdir()
-    as_root = os.geteuid() == 0
-    if as_root:
-        shutil.chown(root, "postgres", "postgres")
-        shutil.chown(sock, "postgres", "postgres")
-        root.chmod(0o755)
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        cmd = list(args)
-        if as_root:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        return subprocess.run(cmd, capture_output=True, text=True, check=False)
-
-    r = run(
-        str(bindir / "initdb"),
-        "-D",
-        str(data),
-        "-A",
-        "trust",
-        "-U",
-        "postgres",
-        "--no-sync",
-        "-E",
-        "UTF8",
-    )
-    if r.returncode != 0:
-        pytest.fail(f"initdb failed: {r.stderr[-2000:]}")
-    opts = (
-        f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c synchronous_commit=off -c full_page_writes=off"
-    )
-    r = run(str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w", "start")
-    if r.returncode != 0:
-        text = log.read_text() if log.exists() else ""
-        pytest.fail(f"pg_ctl start failed: {r.stderr[-2000:]} {text[-2000:]}")
+    root = Path(tempfile.mkdtemp(prefix="clx-pg-"))  # recreated readable by `postgres`
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        init_cluster(root, bindir)
+        url = start_cluster(root, bindir, free_port(), durable=False)
+    except ClusterError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(str(exc))
+    try:
+        yield url
     finally:
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        stop_cluster(root, bindir, mode="immediate")
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -29,7 +29,8 @@ import yaml
 from clinnova_explore.analysis.characterize import characterize
 from clinnova_explore.analysis.survival.presets import comparison
 from clinnova_explore.catalog import Catalog
-from clinnova_explore.cdm.to_postgres import LoadError, load_site, server_bin
+from clinnova_explore.cdm.pg_cluster import server_bin
+from clinnova_explore.cdm.to_postgres import LoadError, load_site
 from clinnova_explore.cohort import builtin_definition
 from clinnova_explore.federated.federation import Federation
 from clinnova_explore.federated.process_runner import ProcessRunner

@@ -22,18 +22,25 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import pwd
-import shutil
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from clinnova_explore.cdm.to_postgres import LoadError, load_site, server_bin
+from clinnova_explore.cdm.pg_cluster import (
+    ClusterError,
+    answers,
+    cluster_url,
+    free_port,
+    init_cluster,
+    is_running,
+    port_open,
+    server_bin,
+    start_cluster,
+    stop_cluster,
+)
+from clinnova_explore.cdm.to_postgres import LoadError, load_site
 
 CATALOG = "data_catalog.yaml"
 PG_CATALOG = "data_catalog_pg.yaml"
@@ -48,115 +55,32 @@ def env_var(site: str) -> str:
     return f"CLINNOVA_PG_{site.upper()}"
 
 
-def _as_root() -> bool:
-    return os.geteuid() == 0
-
-
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = ["runuser", "-u", "postgres", "--", *args] if _as_root() else list(args)
-    return subprocess.run(cmd, capture_output=True, text=True, check=False)
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1.0)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _url(port: int) -> str:
-    return f"postgresql://postgres@127.0.0.1:{port}/postgres"
-
-
-def _answers(port: int) -> bool:
-    import psycopg
-
-    try:
-        with psycopg.connect(_url(port), connect_timeout=3) as con:
-            con.execute("SELECT 1")
-        return True
-    except psycopg.Error:
-        return False
-
-
-def _owned(path: Path) -> None:
-    if _as_root():
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            raise DemoError("running as root but there is no `postgres` system user") from None
-        shutil.chown(path, "postgres", "postgres")
-
-
 def ensure_cluster(root: Path, bindir: Path) -> str:
     """Start (or reuse) the cluster under ``root``; return its URL.
 
-    Parameters
-    ----------
-    root
-        The cluster's folder (``data``, ``sock``, ``log`` and ``port`` inside).
-    bindir
-        The directory holding ``initdb`` and ``pg_ctl``.
+    A running cluster that answers on the port it recorded (``root/port``) is reused; one that
+    runs but does not answer there is restarted, on a new free port if its old one is taken.
 
     Raises
     ------
     DemoError
-        If ``initdb`` or ``pg_ctl`` fails (the message ends with the server log's tail).
+        If the cluster cannot be created or started (the message ends with the server log).
     """
-    data, sock, log, port_file = root / "data", root / "sock", root / "log", root / "port"
-    pg_ctl = str(bindir / "pg_ctl")
-    if not (data / "PG_VERSION").exists():
-        shutil.rmtree(root, ignore_errors=True)
-        sock.mkdir(parents=True)
-        for p in (root, sock):
-            _owned(p)
-        root.chmod(0o755)
-        r = _run(
-            str(bindir / "initdb"),
-            "-D",
-            str(data),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        )
-        if r.returncode != 0:
-            raise DemoError(f"initdb failed: {r.stderr.strip()[-800:]}")
-    port = int(port_file.read_text()) if port_file.exists() else 0
-    running = _run(pg_ctl, "-D", str(data), "status").returncode == 0
-    if running and port and _answers(port):
-        return _url(port)
-    if running:  # alive but not answering where we expect: restart it cleanly
-        _run(pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop")
-    if not port or _port_open(port):
-        port = _free_port()
-    port_file.write_text(str(port))
-    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1"
-    r = _run(pg_ctl, "-D", str(data), "-o", opts, "-l", str(log), "-w", "-t", "60", "start")
-    if r.returncode != 0 or not _answers(port):
-        tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
-        raise DemoError(f"pg_ctl start failed: {r.stderr.strip()[-400:]} {tail}")
-    return _url(port)
-
-
-def stop_cluster(root: Path, bindir: Path) -> bool:
-    """Stop the cluster under ``root`` if it runs; return whether it was running."""
-    data = root / "data"
-    if not (data / "PG_VERSION").exists():
-        return False
-    pg_ctl = str(bindir / "pg_ctl")
-    if _run(pg_ctl, "-D", str(data), "status").returncode != 0:
-        return False
-    _run(pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop")
-    return True
+    port_file = root / "port"
+    try:
+        if not (root / "data" / "PG_VERSION").exists():
+            init_cluster(root, bindir)
+        port = int(port_file.read_text()) if port_file.exists() else 0
+        if is_running(root, bindir):
+            if port and answers(port):
+                return cluster_url(port)
+            stop_cluster(root, bindir)  # alive but not answering where we expect
+        if not port or port_open(port):
+            port = free_port()
+        port_file.write_text(str(port))
+        return start_cluster(root, bindir, port)
+    except ClusterError as exc:
+        raise DemoError(str(exc)) from None
 
 
 def write_catalog(demo: Path, site: str, schema: str) -> Path:

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import stats
 from scipy.special import expit, log1p
+
+from clinnova_explore.analysis.wald import wald_table
 
 if TYPE_CHECKING:
     from clinnova_explore.analysis.result import Provenance
@@ -280,28 +281,13 @@ def logistic_result(
     provenance: Provenance | None = None,
 ) -> LogisticResult:
     """Assemble a :class:`LogisticResult` from a fitted coefficient vector and covariance."""
-    se = np.sqrt(np.diag(cov))
-    zq = stats.norm.ppf(1 - alpha / 2)
-    z = beta / se
-    index = pd.Index(list(names), name="covariate")
-    summary = pd.DataFrame(
-        {
-            "coef": beta,
-            "se": se,
-            "or": np.exp(beta),
-            "or_lower": np.exp(beta - zq * se),
-            "or_upper": np.exp(beta + zq * se),
-            "z": z,
-            "p": 2 * stats.norm.sf(np.abs(z)),
-        },
-        index=index,
-    )
+    summary = wald_table(names, beta, np.sqrt(np.diag(cov)), ratio="or", alpha=alpha)
     return LogisticResult(
         summary=summary,
         loglik=loglik,
         n=n,
         iterations=iterations,
-        covariance=pd.DataFrame(cov, index=index, columns=index),
+        covariance=pd.DataFrame(cov, index=summary.index, columns=summary.index),
         levels=dict(levels or {}),
         provenance=provenance,
     )

@@ -16,7 +16,6 @@ again replaces the tables (idempotent).
 from __future__ import annotations
 
 import re
-import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ import psycopg
 if TYPE_CHECKING:
     from clinnova_explore.catalog import Site
 
-__all__ = ["LoadError", "LoadResult", "load_site", "postgres_type", "server_bin"]
+__all__ = ["LoadError", "LoadResult", "load_site", "postgres_type"]
 
 _TYPES = {
     "BIGINT": "bigint",
@@ -80,17 +79,6 @@ class LoadResult:
     schema: str
     rows: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def server_bin() -> Path | None:
-    """The directory holding PostgreSQL's ``initdb`` and ``pg_ctl``, or None when not installed
-    (Debian's versioned ``/usr/lib/postgresql/N/bin`` first, then ``PATH``)."""
-    root = Path("/usr/lib/postgresql")
-    found = sorted(root.glob("*/bin/initdb"), reverse=True) if root.exists() else []
-    if found:
-        return found[0].parent
-    which = shutil.which("initdb")
-    return Path(which).parent if which and shutil.which("pg_ctl") else None
 
 
 def postgres_type(duckdb_type: str) -> str:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from clinnova_explore.analysis.wald import wald_table
 
 __all__ = [
     "PropensityModel",
@@ -146,26 +147,6 @@ class PropensityModel:
         return table + f"<p>Propensity model for {html.escape(self.treatment)}: n={self.n}</p>"
 
 
-def summary_frame(
-    names: Sequence[str], coef: np.ndarray, se: np.ndarray, alpha: float = 0.05
-) -> pd.DataFrame:
-    """The coefficient table of a logistic model (odds ratios with Wald CIs)."""
-    zq = stats.norm.ppf(1 - alpha / 2)
-    z = coef / se
-    return pd.DataFrame(
-        {
-            "coef": coef,
-            "se": se,
-            "or": np.exp(coef),
-            "or_lower": np.exp(coef - zq * se),
-            "or_upper": np.exp(coef + zq * se),
-            "z": z,
-            "p": 2 * stats.norm.sf(np.abs(z)),
-        },
-        index=pd.Index(list(names), name="term"),
-    )
-
-
 def _numeric(data: pd.DataFrame, covariates: Sequence[str]) -> pd.DataFrame:
     missing = [c for c in covariates if c not in data.columns]
     if missing:
@@ -248,5 +229,9 @@ def propensity(
     names = [INTERCEPT, *covariates]
     scores = pd.Series(fit.predict(design), index=data.index, name="propensity")
     return PropensityModel(
-        scores, summary_frame(names, params, se), treatment, tuple(covariates), len(data)
+        scores,
+        wald_table(names, params, se, ratio="or", index_name="term"),
+        treatment,
+        tuple(covariates),
+        len(data),
     )

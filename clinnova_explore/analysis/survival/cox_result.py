@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import stats
 
 from clinnova_explore.analysis.result import Provenance
 from clinnova_explore.analysis.survival.cox_block import CoxBlock, FloatArray, Ties
+from clinnova_explore.analysis.wald import wald_table
 
 if TYPE_CHECKING:
     from clinnova_explore.analysis.survival.schoenfeld import PHTestResult
@@ -181,22 +181,7 @@ def cox_result(
         raise ValueError(f"got {len(names)} names for {len(b)} coefficients")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    se = np.sqrt(np.diag(cov))
-    zq = stats.norm.ppf(1 - alpha / 2)
-    z = b / se
-    index = pd.Index(list(names), name="covariate")
-    summary = pd.DataFrame(
-        {
-            "coef": b,
-            "se": se,
-            "hr": np.exp(b),
-            "hr_lower": np.exp(b - zq * se),
-            "hr_upper": np.exp(b + zq * se),
-            "z": z,
-            "p": 2 * stats.norm.sf(np.abs(z)),
-        },
-        index=index,
-    )
+    summary = wald_table(names, b, np.sqrt(np.diag(cov)), ratio="hr", alpha=alpha)
     label = strata if strata is None or isinstance(strata, str) else tuple(strata)
     return CoxResult(
         summary=summary,
@@ -206,7 +191,7 @@ def cox_result(
         ties=ties,
         strata=label,
         iterations=int(iterations),
-        covariance=pd.DataFrame(cov, index=index, columns=index.rename(None)),
+        covariance=pd.DataFrame(cov, index=summary.index, columns=summary.index.rename(None)),
         robust=robust,
         inputs=inputs,
         provenance=provenance,

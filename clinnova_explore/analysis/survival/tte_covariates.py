@@ -25,6 +25,7 @@ from typing import Any, Literal
 import ibis
 import ibis.expr.types as ir
 
+from clinnova_explore.analysis.covariates import DOMAIN_COLUMNS
 from clinnova_explore.cohort.events import add_days
 
 __all__ = [
@@ -48,24 +49,6 @@ COVARIATE_DOMAINS: tuple[str, ...] = (
     "observation",
 )
 
-#: per domain: table, record id, concept column, date column
-_DOMAIN_TABLES: dict[str, tuple[str, str, str, str]] = {
-    "condition": (
-        "condition_occurrence",
-        "condition_occurrence_id",
-        "condition_concept_id",
-        "condition_start_date",
-    ),
-    "drug": ("drug_exposure", "drug_exposure_id", "drug_concept_id", "drug_exposure_start_date"),
-    "procedure": (
-        "procedure_occurrence",
-        "procedure_occurrence_id",
-        "procedure_concept_id",
-        "procedure_date",
-    ),
-    "measurement": ("measurement", "measurement_id", "measurement_concept_id", "measurement_date"),
-    "observation": ("observation", "observation_id", "observation_concept_id", "observation_date"),
-}
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
@@ -227,7 +210,8 @@ def _concepts(cdm: Any, ids: Sequence[int]) -> ir.Table:
 
 def _records(cdm: Any, cov: Covariate, index: ir.Table) -> ir.Table:
     """The covariate's records inside each index row's window (``person_id``, ``index_date``)."""
-    table, record_id, concept_col, date_col = _DOMAIN_TABLES[cov.domain]
+    table, concept_col, date_col = DOMAIN_COLUMNS[cov.domain]
+    record_id = f"{table}_id"  # every CDM event table keys its rows so
     raw = cdm.table(table)
     concepts = _concepts(cdm, cov.concept_ids)
     cols: dict[str, ir.Value] = {
